@@ -30,7 +30,8 @@ export class KubeError extends Data.TaggedError("KubeError")<{
   readonly reason: KubeErrorReason;
   readonly verb: string;
   readonly resource: string;
-  readonly name: string;
+  /** The object's name (not `name`: that is the Error's own). */
+  readonly object: string;
   readonly message: string;
 }> {}
 

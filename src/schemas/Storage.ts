@@ -16,9 +16,10 @@ export const VolumeSnapshot = Schema.Struct({
 export type VolumeSnapshot = typeof VolumeSnapshot.Type;
 
 export const VolumeSnapshotContent = Schema.Struct({
-  metadata: Schema.Struct({ name: Schema.String }),
+  metadata: Schema.Struct({ name: Schema.String, annotations: optional(StringMap) }),
   spec: Schema.Struct({
     driver: Schema.String,
+    sourceVolumeMode: optional(Schema.String),
     volumeSnapshotRef: Schema.Struct({
       name: optional(Schema.String),
       namespace: optional(Schema.String),

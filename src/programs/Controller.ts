@@ -1,0 +1,74 @@
+import { Effect, Schedule, type Scope } from "effect";
+import { Config } from "../layers/Config.js";
+import type { Csi } from "../layers/Csi.js";
+import { Kube } from "../layers/Kube.js";
+import { makeVolumeReconciler } from "./Delete.js";
+import type { Driver } from "./Driver.js";
+import { makeInformer } from "./Informer.js";
+import { type InformerStores, Informers } from "./Informers.js";
+import { makeClaimReconciler } from "./Provision.js";
+import { retryBackoff } from "./RetryPolicy.js";
+import { makeWorkQueue, type WorkQueue } from "./WorkQueue.js";
+
+export interface RunningController {
+  readonly claims: WorkQueue;
+  readonly volumes: WorkQueue;
+  readonly stores: InformerStores;
+}
+
+/**
+ * The reconcile loop: PVC and PV watch events only enqueue keys; workers (`--worker-threads` for
+ * claims and as many for volumes) reconcile one key at a time each, with per-key backoff. Every
+ * fiber lives in the caller's scope, so closing it stops all work at once.
+ */
+export const startController: Effect.Effect<
+  RunningController,
+  never,
+  Kube | Csi | Config | Driver | Scope.Scope
+> = Effect.gen(function* () {
+  const kube = yield* Kube;
+  const config = yield* Config;
+  const backoff = retryBackoff(config.retryIntervalStart, config.retryIntervalMax);
+  const claimQueue = yield* makeWorkQueue(backoff);
+  const volumeQueue = yield* makeWorkQueue(backoff);
+
+  const claims = yield* makeInformer(
+    "PersistentVolumeClaims",
+    kube.watchPersistentVolumeClaims,
+    (claim) => claim.metadata.uid,
+    (uid) => claimQueue.add(uid),
+  );
+  const volumes = yield* makeInformer(
+    "PersistentVolumes",
+    kube.watchPersistentVolumes,
+    (pv) => pv.metadata.name,
+    (name, _, current) => (current ? volumeQueue.add(name) : Effect.void),
+  );
+  const classes = yield* makeInformer(
+    "StorageClasses",
+    kube.watchStorageClasses,
+    (sc) => sc.metadata.name,
+    () => Effect.void,
+  );
+  yield* Effect.all([claims.synced, volumes.synced, classes.synced], { discard: true });
+  const stores: InformerStores = { claims, volumes, classes };
+
+  // A resync only enqueues; a key that is backing off keeps waiting for its retry.
+  yield* Effect.gen(function* () {
+    for (const claim of claims.values()) yield* claimQueue.add(claim.metadata.uid);
+    for (const pv of volumes.values()) yield* volumeQueue.add(pv.metadata.name);
+  }).pipe(Effect.schedule(Schedule.spaced(config.resyncPeriod)), Effect.forever, Effect.forkScoped);
+
+  const claimReconciler = yield* makeClaimReconciler;
+  const volumeReconciler = yield* makeVolumeReconciler;
+  yield* claimQueue
+    .run(config.workerThreads, claimReconciler.reconcile)
+    .pipe(Effect.provideService(Informers, stores), Effect.forkScoped);
+  yield* volumeQueue
+    .run(config.workerThreads, volumeReconciler.reconcile)
+    .pipe(Effect.provideService(Informers, stores), Effect.forkScoped);
+  yield* Effect.logInfo(
+    `controller started: ${claims.size()} PVCs, ${volumes.size()} PVs, ${classes.size()} StorageClasses`,
+  );
+  return { claims: claimQueue, volumes: volumeQueue, stores };
+});

@@ -1,0 +1,176 @@
+import {
+  Cause,
+  Duration,
+  Effect,
+  Exit,
+  FiberMap,
+  Queue,
+  type Schedule,
+  ScheduleDecision,
+  ScheduleIntervals,
+  Stream,
+} from "effect";
+
+/** Where a key stands, for the debug endpoint and for tests. */
+export interface KeyStatus {
+  readonly key: string;
+  readonly state: "Queued" | "Processing" | "BackingOff";
+  /** Failures since the last success. */
+  readonly failures: number;
+  readonly lastError: string | undefined;
+  /** Epoch milliseconds of the next retry while backing off. */
+  readonly nextRetryAt: number | undefined;
+}
+
+interface Entry {
+  queued: boolean;
+  processing: boolean;
+  /** Added while processing: run once more right after, unless the run failed and backs off. */
+  dirty: boolean;
+  failures: number;
+  lastError: string | undefined;
+  retryAt: number | undefined;
+  backoffState: unknown;
+}
+
+export interface WorkQueue {
+  /** Asks for `key` to be processed. While the key backs off this waits for the retry instead. */
+  readonly add: (key: string) => Effect.Effect<void>;
+  readonly status: Effect.Effect<ReadonlyArray<KeyStatus>>;
+  readonly depth: Effect.Effect<number>;
+  /**
+   * Processes keys with at most `workers` at once and never two runs of one key at the same time.
+   * A failed run is retried after the backoff schedule's next delay; a success resets the backoff.
+   */
+  readonly run: <R>(
+    workers: number,
+    handle: (key: string) => Effect.Effect<void, { readonly message: string }, R>,
+  ) => Effect.Effect<never, never, R>;
+}
+
+/** A keyed work queue in the manner of client-go's rate-limited workqueue, built on Effect. */
+export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>) =>
+  Effect.gen(function* () {
+    const queue = yield* Queue.unbounded<string>();
+    const retries = yield* FiberMap.make<string>();
+    const entries = new Map<string, Entry>();
+
+    const entryOf = (key: string): Entry => {
+      let entry = entries.get(key);
+      if (!entry) {
+        entry = {
+          queued: false,
+          processing: false,
+          dirty: false,
+          failures: 0,
+          lastError: undefined,
+          retryAt: undefined,
+          backoffState: backoff.initial,
+        };
+        entries.set(key, entry);
+      }
+      return entry;
+    };
+
+    const add = (key: string): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const entry = entryOf(key);
+        if (entry.retryAt !== undefined || entry.queued) return Effect.void;
+        if (entry.processing) {
+          entry.dirty = true;
+          return Effect.void;
+        }
+        entry.queued = true;
+        return Queue.offer(queue, key);
+      });
+
+    const nextDelay = (entry: Entry, now: number) =>
+      Effect.map(backoff.step(now, undefined, entry.backoffState), ([state, , decision]) => {
+        entry.backoffState = state;
+        return ScheduleDecision.isDone(decision)
+          ? 0
+          : Math.max(0, ScheduleIntervals.start(decision.intervals) - now);
+      });
+
+    const scheduleRetry = (key: string, entry: Entry, error: string) =>
+      Effect.gen(function* () {
+        const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis);
+        const delay = yield* nextDelay(entry, now);
+        entry.failures += 1;
+        entry.lastError = error;
+        entry.retryAt = now + delay;
+        yield* Effect.logDebug(
+          `retrying ${key} in ${Duration.format(Duration.millis(delay))}: ${error}`,
+        );
+        yield* FiberMap.run(
+          retries,
+          key,
+          Effect.sleep(Duration.millis(delay)).pipe(
+            Effect.zipRight(
+              Effect.suspend(() => {
+                entry.retryAt = undefined;
+                return add(key);
+              }),
+            ),
+          ),
+        );
+      });
+
+    const processOne =
+      <R>(handle: (key: string) => Effect.Effect<void, { readonly message: string }, R>) =>
+      (key: string) =>
+        Effect.gen(function* () {
+          const entry = entryOf(key);
+          entry.queued = false;
+          entry.processing = true;
+          const exit = yield* Effect.exit(handle(key));
+          entry.processing = false;
+          if (Exit.isSuccess(exit)) {
+            entry.failures = 0;
+            entry.lastError = undefined;
+            entry.backoffState = backoff.initial;
+            if (entry.dirty) {
+              entry.dirty = false;
+              yield* add(key);
+            } else {
+              entries.delete(key);
+            }
+            return;
+          }
+          if (Cause.isInterruptedOnly(exit.cause)) return yield* Effect.interrupt;
+          entry.dirty = false;
+          const failure = Cause.failureOption(exit.cause);
+          const message =
+            failure._tag === "Some" ? failure.value.message : Cause.pretty(exit.cause);
+          if (failure._tag === "None") yield* Effect.logError(`processing ${key} died: ${message}`);
+          yield* scheduleRetry(key, entry, message);
+        });
+
+    const run = <R>(
+      workers: number,
+      handle: (key: string) => Effect.Effect<void, { readonly message: string }, R>,
+    ): Effect.Effect<never, never, R> =>
+      Stream.fromQueue(queue).pipe(
+        Stream.mapEffect(processOne(handle), { concurrency: workers, unordered: true }),
+        Stream.runDrain,
+        Effect.zipRight(Effect.never),
+      );
+
+    const status = Effect.sync(() =>
+      [...entries].map(
+        ([key, entry]): KeyStatus => ({
+          key,
+          state: entry.processing
+            ? "Processing"
+            : entry.retryAt !== undefined
+              ? "BackingOff"
+              : "Queued",
+          failures: entry.failures,
+          lastError: entry.lastError,
+          nextRetryAt: entry.retryAt,
+        }),
+      ),
+    );
+
+    return { add, status, depth: Queue.size(queue), run } satisfies WorkQueue;
+  });
