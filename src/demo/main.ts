@@ -31,7 +31,9 @@ const demo = Effect.gen(function* () {
   const driver = yield* MemoryDriver;
   const kube = yield* Kube;
   const start = yield* Clock.currentTimeMillis;
-  const elapsed = Effect.map(Clock.currentTimeMillis, (now) => ((now - start) / 1000).toFixed(2).padStart(6));
+  const elapsed = Effect.map(Clock.currentTimeMillis, (now) =>
+    ((now - start) / 1000).toFixed(2).padStart(6),
+  );
 
   yield* cluster.create("storageclasses", {
     metadata: { name: "standard" },
@@ -67,7 +69,10 @@ const demo = Effect.gen(function* () {
         const items = event._tag === "Listed" ? event.items : [event.object];
         for (const pvc of items) {
           if (pvc.status?.phase === "Bound" && !boundAt.has(pvc.metadata.name)) {
-            boundAt.set(pvc.metadata.name, { pv: pvc.spec.volumeName ?? "", at: yield* Clock.currentTimeMillis });
+            boundAt.set(pvc.metadata.name, {
+              pv: pvc.spec.volumeName ?? "",
+              at: yield* Clock.currentTimeMillis,
+            });
           }
         }
       }),
@@ -85,7 +90,9 @@ const demo = Effect.gen(function* () {
 
   while (boundAt.size < claims) {
     const inFlight = (yield* driver.calls).filter((c) => c.outcome._tag === "Pending").length;
-    const backingOff = (yield* controller.claims.status).filter((s) => s.state === "BackingOff").length;
+    const backingOff = (yield* controller.claims.status).filter(
+      (s) => s.state === "BackingOff",
+    ).length;
     console.log(
       `[${yield* elapsed}s] bound ${String(boundAt.size).padStart(2)}/${claims}  CreateVolume in flight ${inFlight}  backing off ${backingOff}`,
     );
@@ -99,16 +106,24 @@ const demo = Effect.gen(function* () {
   console.log(`${"PVC".padEnd(10)} ${"PV".padEnd(42)} ${"VOLUME".padEnd(8)} TIME TO BIND`);
   for (const [name, { pv, at }] of rows) {
     const took = (at - (createdAt.get(name) ?? at)) / 1000;
-    console.log(`${name.padEnd(10)} ${pv.padEnd(42)} ${(byPv.get(pv) ?? "?").padEnd(8)} ${took.toFixed(2)}s`);
+    console.log(
+      `${name.padEnd(10)} ${pv.padEnd(42)} ${(byPv.get(pv) ?? "?").padEnd(8)} ${took.toFixed(2)}s`,
+    );
   }
   const calls = yield* driver.callCount("CreateVolume");
-  console.log(`\n${calls} CreateVolume calls for ${volumes.size} volumes (retries after failures and timeouts)`);
+  console.log(
+    `\n${calls} CreateVolume calls for ${volumes.size} volumes (retries after failures and timeouts)`,
+  );
 });
 
 const layers = Layer.mergeAll(
   KubeMemory.layerWithCluster(),
   CsiMemory.layerMemory({ name: driverName }),
-  ConfigLayer.layer({ timeout: Duration.seconds(2), retryIntervalStart: Duration.millis(250), workerThreads: 8 }),
+  ConfigLayer.layer({
+    timeout: Duration.seconds(2),
+    retryIntervalStart: Duration.millis(250),
+    workerThreads: 8,
+  }),
 );
 
 demo.pipe(

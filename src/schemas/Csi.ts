@@ -85,6 +85,10 @@ export type CreateVolumeResponse = typeof CreateVolumeResponse.Type;
 export const DeleteVolumeRequest = Schema.Struct({ volume_id: Schema.String, secrets: StringMap });
 export type DeleteVolumeRequest = typeof DeleteVolumeRequest.Type;
 
+/** DeleteVolumeResponse has no fields: any object decodes, anything else is garbage. */
+export const DeleteVolumeResponse = Schema.Record({ key: Schema.String, value: Schema.Unknown });
+export type DeleteVolumeResponse = typeof DeleteVolumeResponse.Type;
+
 export const GetCapacityRequest = Schema.Struct({
   volume_capabilities: Schema.Array(VolumeCapability),
   parameters: StringMap,
