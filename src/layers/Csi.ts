@@ -1,4 +1,4 @@
-import { Context, Data, type Effect } from "effect";
+import { Context, Data, Effect, Schema } from "effect";
 import type {
   ControllerGetCapabilitiesResponse,
   CreateVolumeRequest,
@@ -75,3 +75,21 @@ export interface CsiService {
 }
 
 export class Csi extends Context.Tag("csi-provisioner/Csi")<Csi, CsiService>() {}
+
+/**
+ * Decodes a driver's reply. A reply that does not decode is not a gRPC status: the driver may have
+ * done the work and answered garbage, so it keeps `code: undefined` (SPEC §5: "in background").
+ */
+export const decodeReply =
+  <A, I>(method: CsiMethod, schema: Schema.Schema<A, I>) =>
+  (raw: unknown): Effect.Effect<A, CsiError> =>
+    Schema.decodeUnknown(schema)(raw).pipe(
+      Effect.mapError(
+        (error) =>
+          new CsiError({
+            method,
+            code: undefined,
+            detail: `the driver's answer to ${method} was invalid (the driver answered garbage; the operation may have happened): ${error.message}`,
+          }),
+      ),
+    );

@@ -10,7 +10,7 @@ import {
   Layer,
   Option,
   Ref,
-  Schema,
+  type Schema,
   type Scope,
 } from "effect";
 import {
@@ -18,6 +18,7 @@ import {
   type CreateVolumeRequest,
   CreateVolumeResponse,
   type DeleteVolumeRequest,
+  DeleteVolumeResponse,
   type GetCapacityRequest,
   GetCapacityResponse,
   GetPluginCapabilitiesResponse,
@@ -29,7 +30,14 @@ import {
   type VolumeContentSource,
 } from "../schemas/Csi.js";
 import type { StringMap } from "../schemas/Field.js";
-import { Csi, CsiError, type CsiMethod, type CsiService, type GrpcCodeName } from "./Csi.js";
+import {
+  Csi,
+  CsiError,
+  type CsiMethod,
+  type CsiService,
+  decodeReply,
+  type GrpcCodeName,
+} from "./Csi.js";
 
 /**
  * An in-memory CSI driver for tests and the demo. It keeps real state (volumes, capacity,
@@ -270,9 +278,6 @@ const wireVolume = (volume: MemoryVolume) => ({
     segments: { ...topology.segments },
   })),
 });
-
-/** DeleteVolumeResponse has no fields: any object decodes, anything else is garbage. */
-const DeleteVolumeResponse = Schema.Record({ key: Schema.String, value: Schema.Unknown });
 
 // ---------------------------------------------------------------------------------------------
 // The driver
@@ -585,18 +590,7 @@ export const makeMemoryDriver = (
             return [record.seq, [...all, record]];
           });
           const work = perform(method, behaviour, real).pipe(
-            Effect.flatMap((raw) =>
-              Schema.decodeUnknown(schema)(raw).pipe(
-                Effect.mapError(
-                  (error) =>
-                    new CsiError({
-                      method,
-                      code: undefined,
-                      detail: `the driver's answer to ${method} was invalid (the operation may have happened): ${error.message}`,
-                    }),
-                ),
-              ),
-            ),
+            Effect.flatMap(decodeReply(method, schema)),
             Effect.onExit((exit) =>
               Exit.isInterrupted(exit)
                 ? Effect.void
