@@ -1,8 +1,12 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { NodeRuntime } from "@effect/platform-node";
-import { Clock, Duration, Effect, Layer, Logger, LogLevel, Random, Stream } from "effect";
+import { Clock, Duration, Effect, Layer, Logger, LogLevel, Option, Stream } from "effect";
 import * as ConfigLayer from "../layers/Config.js";
-import * as CsiMemory from "../layers/CsiMemory.js";
-import { Behaviour, MemoryDriver } from "../layers/CsiMemory.js";
+import * as CsiGrpc from "../layers/CsiGrpc.js";
 import { Kube } from "../layers/Kube.js";
 import * as KubeMemory from "../layers/KubeMemory.js";
 import { MemoryCluster } from "../layers/KubeMemory.js";
@@ -10,12 +14,43 @@ import { startController } from "../programs/Controller.js";
 import { connectDriver, Driver } from "../programs/Driver.js";
 
 /**
- * The sidecar's whole pipeline on an embedded cluster: an in-memory API server with a PV
- * controller, and an in-memory CSI driver that is sometimes slow and sometimes fails.
+ * The sidecar's pipeline end to end on one machine: an embedded in-memory API server (with a PV
+ * controller) and the bundled reference CSI driver, `csi-hostpath-ref`, as a child process on a
+ * real Unix socket, slowed down and made to fail now and then.
  */
 
 const claims = 40;
-const driverName = "demo.csi.effect.dev";
+const driverName = "hostpath.csi.effect.dev";
+const timeout = Duration.seconds(2);
+
+/** Starts csi-hostpath-ref; stopping the scope stops it and removes its files. */
+const referenceDriver = Effect.acquireRelease(
+  Effect.sync(() => {
+    const dir = mkdtempSync(join(tmpdir(), "csi-demo-"));
+    const socket = join(dir, "csi.sock");
+    const child = spawn(
+      process.execPath,
+      [
+        fileURLToPath(new URL("../driver/main.js", import.meta.url)),
+        `--endpoint=unix://${socket}`,
+        `--root=${join(dir, "volumes")}`,
+        `--name=${driverName}`,
+        "--capacity=1Ti",
+        "--delay-create=150ms",
+        "--fail-create-rate=0.1",
+        "--fail-create-code=Unavailable",
+        "--seed=7",
+      ],
+      { stdio: ["ignore", "ignore", "inherit"] },
+    );
+    return { dir, socket, child };
+  }),
+  ({ dir, child }: { dir: string; socket: string; child: ChildProcess }) =>
+    Effect.sync(() => {
+      child.kill("SIGTERM");
+      rmSync(dir, { recursive: true, force: true });
+    }),
+);
 
 const claimObject = (i: number) => ({
   metadata: { name: `data-${String(i).padStart(2, "0")}`, namespace: "demo" },
@@ -26,109 +61,99 @@ const claimObject = (i: number) => ({
   },
 });
 
-const demo = Effect.gen(function* () {
-  const cluster = yield* MemoryCluster;
-  const driver = yield* MemoryDriver;
-  const kube = yield* Kube;
-  const start = yield* Clock.currentTimeMillis;
-  const elapsed = Effect.map(Clock.currentTimeMillis, (now) =>
-    ((now - start) / 1000).toFixed(2).padStart(6),
-  );
-
-  yield* cluster.create("storageclasses", {
-    metadata: { name: "standard" },
-    provisioner: driverName,
-    reclaimPolicy: "Delete",
-    volumeBindingMode: "Immediate",
-    parameters: { tier: "gold" },
-  });
-  // A driver that takes 50-400ms per volume and times out or hiccups now and then.
-  const behaviours = [];
-  for (let i = 0; i < claims + 10; i++) {
-    const roll = yield* Random.nextIntBetween(0, 100);
-    const delay = Duration.millis(yield* Random.nextIntBetween(50, 400));
-    behaviours.push(
-      roll < 8
-        ? Behaviour.fail("Unavailable", "driver restarting")
-        : roll < 12
-          ? Behaviour.delay(Duration.seconds(3))
-          : Behaviour.delay(delay),
+const demo = (socket: string) =>
+  Effect.gen(function* () {
+    const cluster = yield* MemoryCluster;
+    const kube = yield* Kube;
+    const start = yield* Clock.currentTimeMillis;
+    const elapsed = Effect.map(Clock.currentTimeMillis, (now) =>
+      ((now - start) / 1000).toFixed(2).padStart(6),
     );
-  }
-  yield* driver.script("CreateVolume", ...behaviours);
 
-  const info = yield* connectDriver;
-  yield* Effect.log(`driver ${info.name}, identity ${info.identity}`);
-  const controller = yield* startController.pipe(Effect.provideService(Driver, info));
+    yield* cluster.create("storageclasses", {
+      metadata: { name: "standard" },
+      provisioner: driverName,
+      reclaimPolicy: "Delete",
+      volumeBindingMode: "Immediate",
+      parameters: { tier: "gold" },
+    });
 
-  const createdAt = new Map<string, number>();
-  const boundAt = new Map<string, { pv: string; at: number }>();
-  yield* kube.watchPersistentVolumeClaims.pipe(
-    Stream.runForEach((event) =>
-      Effect.gen(function* () {
-        const items = event._tag === "Listed" ? event.items : [event.object];
-        for (const pvc of items) {
-          if (pvc.status?.phase === "Bound" && !boundAt.has(pvc.metadata.name)) {
-            boundAt.set(pvc.metadata.name, {
-              pv: pvc.spec.volumeName ?? "",
-              at: yield* Clock.currentTimeMillis,
-            });
+    const info = yield* connectDriver;
+    console.log(`driver ${info.name} on unix://${socket}, sidecar identity ${info.identity}`);
+    const controller = yield* startController.pipe(Effect.provideService(Driver, info));
+
+    const createdAt = new Map<string, number>();
+    const boundAt = new Map<string, { pv: string; at: number }>();
+    yield* kube.watchPersistentVolumeClaims.pipe(
+      Stream.runForEach((event) =>
+        Effect.gen(function* () {
+          const items = event._tag === "Listed" ? event.items : [event.object];
+          for (const pvc of items) {
+            if (pvc.status?.phase === "Bound" && !boundAt.has(pvc.metadata.name)) {
+              boundAt.set(pvc.metadata.name, {
+                pv: pvc.spec.volumeName ?? "",
+                at: yield* Clock.currentTimeMillis,
+              });
+            }
           }
-        }
-      }),
+        }),
+      ),
+      Effect.forkScoped,
+    );
+
+    console.log(`creating ${claims} PVCs in namespace demo, StorageClass standard → ${driverName}`);
+    for (let i = 0; i < claims; i++) {
+      const object = claimObject(i);
+      yield* cluster.create("persistentvolumeclaims", object);
+      createdAt.set(object.metadata.name, yield* Clock.currentTimeMillis);
+      yield* Effect.sleep(Duration.millis(20));
+    }
+
+    while (boundAt.size < claims) {
+      const status = yield* controller.claims.status;
+      const count = (state: string) => status.filter((s) => s.state === state).length;
+      console.log(
+        `[${yield* elapsed}s] bound ${String(boundAt.size).padStart(2)}/${claims}  provisioning ${count("Processing")}  queued ${count("Queued")}  backing off ${count("BackingOff")}`,
+      );
+      yield* Effect.sleep(Duration.millis(250));
+    }
+
+    console.log(`\nall ${claims} PVCs bound in ${yield* elapsed}s\n`);
+    console.log(`${"PVC".padEnd(10)} ${"PV".padEnd(42)} ${"VOLUME ID".padEnd(38)} TIME TO BIND`);
+    for (const [name, { pv, at }] of [...boundAt].sort(([a], [b]) => a.localeCompare(b))) {
+      const volume = Option.getOrUndefined(yield* cluster.get("persistentvolumes", pv)) as
+        | { spec?: { csi?: { volumeHandle?: string } } }
+        | undefined;
+      const took = (at - (createdAt.get(name) ?? at)) / 1000;
+      console.log(
+        `${name.padEnd(10)} ${pv.padEnd(42)} ${(volume?.spec?.csi?.volumeHandle ?? "?").padEnd(38)} ${took.toFixed(2)}s`,
+      );
+    }
+    const events = (yield* cluster.events) as ReadonlyArray<{ reason?: string }>;
+    const attempts = events.filter((e) => e.reason === "Provisioning").length;
+    const failures = events.filter((e) => e.reason === "ProvisioningFailed").length;
+    console.log(
+      `\n${attempts} attempts, ${failures} failed (injected UNAVAILABLE answers) and retried with backoff`,
+    );
+  });
+
+const main = Effect.gen(function* () {
+  const driver = yield* referenceDriver;
+  const config = ConfigLayer.layer({
+    csiAddress: driver.socket,
+    timeout,
+    retryIntervalStart: Duration.millis(250),
+    workerThreads: 8,
+  });
+  yield* demo(driver.socket).pipe(
+    Effect.provide(
+      Layer.mergeAll(
+        KubeMemory.layerWithCluster(),
+        CsiGrpc.layer.pipe(Layer.provide(config)),
+        config,
+      ),
     ),
-    Effect.forkScoped,
-  );
-
-  console.log(`creating ${claims} PVCs in namespace demo, StorageClass standard → ${driverName}`);
-  for (let i = 0; i < claims; i++) {
-    const object = claimObject(i);
-    yield* cluster.create("persistentvolumeclaims", object);
-    createdAt.set(object.metadata.name, yield* Clock.currentTimeMillis);
-    yield* Effect.sleep(Duration.millis(20));
-  }
-
-  while (boundAt.size < claims) {
-    const inFlight = (yield* driver.calls).filter((c) => c.outcome._tag === "Pending").length;
-    const backingOff = (yield* controller.claims.status).filter(
-      (s) => s.state === "BackingOff",
-    ).length;
-    console.log(
-      `[${yield* elapsed}s] bound ${String(boundAt.size).padStart(2)}/${claims}  CreateVolume in flight ${inFlight}  backing off ${backingOff}`,
-    );
-    yield* Effect.sleep(Duration.millis(500));
-  }
-
-  const volumes = yield* driver.volumes;
-  const byPv = new Map([...volumes.values()].map((v) => [v.name, v.volumeId]));
-  const rows = [...boundAt].sort(([a], [b]) => a.localeCompare(b));
-  console.log(`\nall ${claims} PVCs bound in ${yield* elapsed}s\n`);
-  console.log(`${"PVC".padEnd(10)} ${"PV".padEnd(42)} ${"VOLUME".padEnd(8)} TIME TO BIND`);
-  for (const [name, { pv, at }] of rows) {
-    const took = (at - (createdAt.get(name) ?? at)) / 1000;
-    console.log(
-      `${name.padEnd(10)} ${pv.padEnd(42)} ${(byPv.get(pv) ?? "?").padEnd(8)} ${took.toFixed(2)}s`,
-    );
-  }
-  const calls = yield* driver.callCount("CreateVolume");
-  console.log(
-    `\n${calls} CreateVolume calls for ${volumes.size} volumes (retries after failures and timeouts)`,
   );
 });
 
-const layers = Layer.mergeAll(
-  KubeMemory.layerWithCluster(),
-  CsiMemory.layerMemory({ name: driverName }),
-  ConfigLayer.layer({
-    timeout: Duration.seconds(2),
-    retryIntervalStart: Duration.millis(250),
-    workerThreads: 8,
-  }),
-);
-
-demo.pipe(
-  Effect.scoped,
-  Effect.provide(layers),
-  Logger.withMinimumLogLevel(LogLevel.Warning),
-  NodeRuntime.runMain,
-);
+main.pipe(Effect.scoped, Logger.withMinimumLogLevel(LogLevel.Warning), NodeRuntime.runMain);

@@ -273,7 +273,8 @@ export const flagSpecs: ReadonlyArray<FlagSpec> = [
     "cloning-protection-threads",
     "int",
     "1",
-    "Workers removing the cloning-protection finalizer.",
+    "Upstream's workers for the cloning-protection finalizer; the claim workers do that here.",
+    true,
   ),
   flag(
     "prevent-volume-mode-conversion",
@@ -423,7 +424,6 @@ export const ProvisionerConfig = Schema.Struct({
   metricsAddress: Schema.String,
   metricsPath: Schema.String,
   featureGates: FeatureGates,
-  cloningProtectionThreads: integer(1),
   preventVolumeModeConversion: Bool,
   enableCapacity: Bool,
   nodeDeployment: Bool,

@@ -1,0 +1,357 @@
+import { Duration, Effect, Either, Layer, Option, Queue, Schedule, Schema, Stream } from "effect";
+import { NewEvent } from "../schemas/Event.js";
+import { CsiNode, Node } from "../schemas/Node.js";
+import { NewPersistentVolume, PersistentVolume } from "../schemas/PersistentVolume.js";
+import { PersistentVolumeClaim } from "../schemas/PersistentVolumeClaim.js";
+import { Secret } from "../schemas/Secret.js";
+import {
+  VolumeAttachment,
+  VolumeAttributesClass,
+  VolumeSnapshot,
+  VolumeSnapshotContent,
+} from "../schemas/Storage.js";
+import { StorageClass } from "../schemas/StorageClass.js";
+import { Config } from "./Config.js";
+import {
+  Kube,
+  KubeError,
+  type KubeService,
+  type MetadataPatch,
+  type ObjectRef,
+  type WatchEvent,
+} from "./Kube.js";
+import { type KubeConnection, type KubeRest, makeKubeRest } from "./KubeHttp.js";
+
+/** Where a resource lives in the API, and the schema its objects decode with. */
+interface Resource<A, I> {
+  readonly name: string;
+  readonly group: string;
+  readonly namespaced: boolean;
+  readonly schema: Schema.Schema<A, I>;
+}
+
+const resource = <A, I>(
+  name: string,
+  group: string,
+  namespaced: boolean,
+  schema: Schema.Schema<A, I>,
+): Resource<A, I> => ({
+  name,
+  group,
+  namespaced,
+  schema,
+});
+
+const claims = resource("persistentvolumeclaims", "/api/v1", true, PersistentVolumeClaim);
+const volumes = resource("persistentvolumes", "/api/v1", false, PersistentVolume);
+const classes = resource("storageclasses", "/apis/storage.k8s.io/v1", false, StorageClass);
+const secrets = resource("secrets", "/api/v1", true, Secret);
+const nodes = resource("nodes", "/api/v1", false, Node);
+const csiNodes = resource("csinodes", "/apis/storage.k8s.io/v1", false, CsiNode);
+const snapshots = resource(
+  "volumesnapshots",
+  "/apis/snapshot.storage.k8s.io/v1",
+  true,
+  VolumeSnapshot,
+);
+const snapshotContents = resource(
+  "volumesnapshotcontents",
+  "/apis/snapshot.storage.k8s.io/v1",
+  false,
+  VolumeSnapshotContent,
+);
+const attachments = resource(
+  "volumeattachments",
+  "/apis/storage.k8s.io/v1",
+  false,
+  VolumeAttachment,
+);
+
+const pathOf = (
+  r: { readonly group: string; readonly name: string; readonly namespaced: boolean },
+  ref?: { namespace?: string; name?: string },
+) =>
+  `${r.group}${r.namespaced && ref?.namespace ? `/namespaces/${encodeURIComponent(ref.namespace)}` : ""}/${r.name}${
+    ref?.name ? `/${encodeURIComponent(ref.name)}` : ""
+  }`;
+
+const describeObject = (raw: unknown) => {
+  const meta = (raw as { metadata?: { namespace?: string; name?: string } } | undefined)?.metadata;
+  return `${meta?.namespace ? `${meta.namespace}/` : ""}${meta?.name ?? "<unnamed>"}`;
+};
+
+const decodeOne = <A, I>(r: Resource<A, I>, raw: unknown) =>
+  Either.mapLeft(
+    Schema.decodeUnknownEither(r.schema)(raw),
+    (error) =>
+      new KubeError({
+        reason: "Malformed",
+        verb: "decode",
+        resource: r.name,
+        object: describeObject(raw),
+        message: `${r.name} ${describeObject(raw)} does not decode: ${error.message}`,
+      }),
+  );
+
+const pageSize = 500;
+const watchSeconds = 300;
+const watchBackoff = Schedule.exponential(Duration.seconds(1)).pipe(
+  Schedule.union(Schedule.spaced(Duration.seconds(30))),
+);
+
+export const makeKubeService = (rest: KubeRest): KubeService => {
+  const get = <A, I>(r: Resource<A, I>, ref: { namespace?: string; name: string }) =>
+    rest
+      .request({
+        method: "GET",
+        path: pathOf(r, ref),
+        verb: "get",
+        resource: r.name,
+        object: ref.name,
+      })
+      .pipe(
+        Effect.flatMap((response) => decodeOne(r, response.body)),
+        Effect.map(Option.some),
+        Effect.catchIf(
+          (e) => e.reason === "NotFound",
+          () => Effect.succeed(Option.none<A>()),
+        ),
+      );
+
+  /** Lists in pages; returns decoded items (malformed ones logged and skipped) and the list's version. */
+  const list = <A, I>(r: Resource<A, I>) =>
+    Effect.gen(function* () {
+      const items: Array<A> = [];
+      let next: string | undefined;
+      let resourceVersion = "";
+      do {
+        const query = `?limit=${pageSize}${next ? `&continue=${encodeURIComponent(next)}` : ""}`;
+        const response = yield* rest.request({
+          method: "GET",
+          path: `${pathOf(r)}${query}`,
+          verb: "list",
+          resource: r.name,
+          object: "",
+        });
+        const body = response.body as {
+          items?: Array<unknown>;
+          metadata?: { continue?: string; resourceVersion?: string };
+        };
+        for (const raw of body.items ?? []) {
+          const decoded = decodeOne(r, raw);
+          if (Either.isRight(decoded)) items.push(decoded.right);
+          else yield* Effect.logWarning(decoded.left.message);
+        }
+        next = body.metadata?.continue || undefined;
+        resourceVersion = body.metadata?.resourceVersion ?? "";
+      } while (next);
+      return { items, resourceVersion };
+    });
+
+  /**
+   * List, then watch from the list's version with bookmarks; a watch that ends is resumed from the
+   * last version seen, an expired version (410) relists, any other failure retries with backoff.
+   * The stream never ends by itself.
+   */
+  const listWatch = <A, I>(r: Resource<A, I>): Stream.Stream<WatchEvent<A>, KubeError> =>
+    Stream.unwrapScoped(
+      Effect.gen(function* () {
+        // Warnings travel with the events so they are logged by the consumer's logger.
+        const queue = yield* Queue.unbounded<
+          WatchEvent<A> | { readonly _tag: "Warning"; readonly message: string }
+        >();
+        const session = Effect.gen(function* () {
+          const listed = yield* list(r);
+          yield* Queue.offer(queue, { _tag: "Listed", items: listed.items });
+          let resourceVersion = listed.resourceVersion;
+          for (;;) {
+            let expired = false;
+            const path = `${pathOf(r)}?watch=1&allowWatchBookmarks=true&resourceVersion=${encodeURIComponent(resourceVersion)}&timeoutSeconds=${watchSeconds}`;
+            yield* rest.watch(path, (line) => {
+              const object = line.object as {
+                metadata?: { resourceVersion?: string };
+                code?: number;
+              };
+              if (line.type === "ERROR") {
+                expired = object?.code === 410;
+                if (!expired) {
+                  queue.unsafeOffer({
+                    _tag: "Warning",
+                    message: `watch of ${r.name} reported an error: ${JSON.stringify(object)}`,
+                  });
+                }
+                return;
+              }
+              if (object?.metadata?.resourceVersion)
+                resourceVersion = object.metadata.resourceVersion;
+              if (line.type === "BOOKMARK") return;
+              const decoded = decodeOne(r, object);
+              if (Either.isLeft(decoded)) {
+                queue.unsafeOffer({ _tag: "Warning", message: decoded.left.message });
+                return;
+              }
+              const tag =
+                line.type === "ADDED" ? "Added" : line.type === "DELETED" ? "Deleted" : "Modified";
+              queue.unsafeOffer({ _tag: tag, object: decoded.right });
+            });
+            if (expired)
+              return yield* new KubeError({
+                reason: "Gone",
+                verb: "watch",
+                resource: r.name,
+                object: "",
+                message: "too old resource version",
+              });
+          }
+        });
+        yield* session.pipe(
+          Effect.tapError((e) =>
+            e.reason === "Gone"
+              ? Effect.logDebug(`watch of ${r.name} expired, relisting`)
+              : Effect.logWarning(`list+watch of ${r.name} failed, retrying: ${e.message}`),
+          ),
+          // A 410 relists at once; anything else waits its backoff first.
+          Effect.retry({ while: (e) => e.reason === "Gone" }),
+          Effect.retry(watchBackoff),
+          Effect.forkScoped,
+        );
+        return Stream.fromQueue(queue).pipe(
+          Stream.tap((item) =>
+            item._tag === "Warning" ? Effect.logWarning(item.message) : Effect.void,
+          ),
+          Stream.filter((item): item is WatchEvent<A> => item._tag !== "Warning"),
+        );
+      }),
+    );
+
+  const listAll = <A, I>(r: Resource<A, I>) =>
+    Effect.map(list(r), (l) => l.items as ReadonlyArray<A>);
+
+  const patch = <A, I>(
+    r: Resource<A, I>,
+    ref: { namespace?: string; name: string },
+    change: MetadataPatch,
+  ) =>
+    rest
+      .request({
+        method: "PATCH",
+        path: pathOf(r, ref),
+        body: { metadata: change },
+        contentType: "application/merge-patch+json",
+        verb: "patch",
+        resource: r.name,
+        object: ref.name,
+      })
+      .pipe(Effect.flatMap((response) => decodeOne(r, response.body)));
+
+  const vacPaths = ["/apis/storage.k8s.io/v1", "/apis/storage.k8s.io/v1beta1"];
+
+  return {
+    watchPersistentVolumeClaims: listWatch(claims),
+    watchPersistentVolumes: listWatch(volumes),
+    watchStorageClasses: listWatch(classes),
+    getPersistentVolumeClaim: (ref: ObjectRef) => get(claims, ref),
+    getPersistentVolume: (name) => get(volumes, { name }),
+    getSecret: (ref) => get(secrets, ref),
+    getNode: (name) => get(nodes, { name }),
+    listNodes: listAll(nodes),
+    getCsiNode: (name) => get(csiNodes, { name }),
+    listCsiNodes: listAll(csiNodes),
+    getVolumeSnapshot: (ref) => get(snapshots, ref),
+    getVolumeSnapshotContent: (name) => get(snapshotContents, { name }),
+    // VolumeAttributesClass is storage.k8s.io/v1 from Kubernetes 1.34, v1beta1 before.
+    getVolumeAttributesClass: (name) =>
+      Effect.gen(function* () {
+        for (const group of vacPaths) {
+          const found = yield* get(
+            resource("volumeattributesclasses", group, false, VolumeAttributesClass),
+            { name },
+          );
+          if (Option.isSome(found)) return found;
+        }
+        return Option.none();
+      }),
+    listVolumeAttachments: listAll(attachments),
+    createPersistentVolume: (pv) =>
+      Effect.gen(function* () {
+        const body = yield* Schema.encode(NewPersistentVolume)(pv).pipe(
+          Effect.mapError(
+            (e) =>
+              new KubeError({
+                reason: "Invalid",
+                verb: "create",
+                resource: "persistentvolumes",
+                object: pv.metadata.name,
+                message: e.message,
+              }),
+          ),
+        );
+        const response = yield* rest.request({
+          method: "POST",
+          path: pathOf(volumes),
+          body,
+          verb: "create",
+          resource: "persistentvolumes",
+          object: pv.metadata.name,
+        });
+        return yield* decodeOne(volumes, response.body);
+      }),
+    patchPersistentVolume: (name, change) => patch(volumes, { name }, change),
+    deletePersistentVolume: (name) =>
+      rest
+        .request({
+          method: "DELETE",
+          path: pathOf(volumes, { name }),
+          verb: "delete",
+          resource: "persistentvolumes",
+          object: name,
+        })
+        .pipe(Effect.asVoid),
+    patchPersistentVolumeClaim: (ref, change) => patch(claims, ref, change),
+    createEvent: (event) =>
+      Effect.gen(function* () {
+        const body = yield* Schema.encode(NewEvent)(event).pipe(
+          Effect.mapError(
+            (e) =>
+              new KubeError({
+                reason: "Invalid",
+                verb: "create",
+                resource: "events",
+                object: event.involvedObject.name,
+                message: e.message,
+              }),
+          ),
+        );
+        yield* rest.request({
+          method: "POST",
+          path: `/api/v1/namespaces/${encodeURIComponent(event.metadata.namespace)}/events`,
+          body,
+          verb: "create",
+          resource: "events",
+          object: event.involvedObject.name,
+        });
+      }),
+  };
+};
+
+export const connectionFrom = (config: {
+  readonly kubeconfig: string;
+  readonly master: string;
+  readonly kubeApiQps: number;
+  readonly kubeApiBurst: number;
+}): KubeConnection => ({
+  kubeconfig: config.kubeconfig,
+  master: config.master,
+  qps: config.kubeApiQps,
+  burst: config.kubeApiBurst,
+});
+
+/** `Kube` against a real API server, configured by `--kubeconfig`/`--master` or in-cluster. */
+export const layer = Layer.scoped(
+  Kube,
+  Effect.gen(function* () {
+    const config = yield* Config;
+    const rest = yield* makeKubeRest(connectionFrom(config));
+    return makeKubeService(rest);
+  }),
+);

@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import { NodeRuntime } from "@effect/platform-node";
+import { Effect, Either, Layer } from "effect";
+import * as ConfigLayer from "./layers/Config.js";
+import { parseCommandLine } from "./layers/Config.js";
+import * as CsiGrpc from "./layers/CsiGrpc.js";
+import { CsiConnection } from "./layers/CsiGrpc.js";
+import * as KubeLive from "./layers/KubeLive.js";
+import * as Logging from "./layers/Logging.js";
+import { startController } from "./programs/Controller.js";
+import { connectDriver, Driver } from "./programs/Driver.js";
+import type { ProvisionerConfig } from "./schemas/Config.js";
+import { flagSpecs } from "./schemas/Config.js";
+
+const version: string = JSON.parse(
+  readFileSync(new URL("../package.json", import.meta.url), "utf8"),
+).version;
+
+const usage = () =>
+  [
+    "Usage: csi-provisioner [flags]",
+    "",
+    "A Kubernetes CSI external-provisioner: provisions PersistentVolumes for PVCs of the CSI driver",
+    "at --csi-address. Every flag can also be set as CSI_PROVISIONER_<FLAG> in the environment.",
+    "",
+    ...flagSpecs.map((spec) => {
+      const name = `  --${spec.name}${spec.type === "bool" ? "" : ` ${spec.type}`}`;
+      const fallback = spec.default === "" ? "" : ` (default ${JSON.stringify(spec.default)})`;
+      return `${name.padEnd(44)} ${spec.help}${fallback}`;
+    }),
+    `  ${"--version".padEnd(42)} Print the version and exit.`,
+  ].join("\n");
+
+/** The sidecar: connect to the driver (SPEC §1), then reconcile until stopped or the driver is lost. */
+const sidecar = (config: ProvisionerConfig, warnings: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    yield* Effect.logInfo(`csi-provisioner ${version}`);
+    for (const warning of warnings) yield* Effect.logWarning(warning);
+    const driver = yield* connectDriver;
+    yield* Effect.logInfo(`Detected CSI driver ${driver.name} (identity ${driver.identity})`);
+    yield* startController.pipe(Effect.provideService(Driver, driver));
+    const connection = yield* CsiConnection;
+    return yield* connection.lost;
+  }).pipe(
+    Effect.scoped,
+    Effect.provide(
+      Layer.mergeAll(KubeLive.layer, CsiGrpc.layer).pipe(
+        Layer.provideMerge(ConfigLayer.layer(config)),
+      ),
+    ),
+    Effect.tapError((error) => Effect.logError(error.message)),
+    Effect.provide(Logging.layer({ v: config.v, format: config.loggingFormat })),
+  );
+
+const commandLine = parseCommandLine(process.argv.slice(2), process.env);
+if (Either.isLeft(commandLine)) {
+  process.stderr.write(`${commandLine.left.message}\n\nRun with --help for the list of flags.\n`);
+  process.exit(1);
+}
+switch (commandLine.right._tag) {
+  case "Help":
+    process.stdout.write(`${usage()}\n`);
+    break;
+  case "Version":
+    process.stdout.write(`${process.argv[1] ?? "csi-provisioner"} ${version}\n`);
+    break;
+  case "Run":
+    sidecar(commandLine.right.config, commandLine.right.warnings).pipe(
+      NodeRuntime.runMain({ disableErrorReporting: true }),
+    );
+}
