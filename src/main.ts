@@ -67,6 +67,8 @@ switch (commandLine.right._tag) {
     break;
   case "Run":
     sidecar(commandLine.right.config, commandLine.right.warnings).pipe(
-      NodeRuntime.runMain({ disableErrorReporting: true }),
+      // Logging.layer is the only logger: runMain's default pretty logger would print every line a
+      // second time, in another format (breaking --logging-format=json for log collectors).
+      NodeRuntime.runMain({ disableErrorReporting: true, disablePrettyLogger: true }),
     );
 }

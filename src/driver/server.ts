@@ -62,6 +62,14 @@ const removeStaleSocket = async (path: string) => {
 
 const int64 = (text: string | undefined | null): bigint => (text ? BigInt(text) : 0n);
 
+/** Secret names only: the log and the metadata files must never hold secret values. */
+const secretKeys = (secrets: Readonly<Record<string, string>> | undefined) =>
+  Object.keys(secrets ?? {}).sort();
+const describeSecrets = (secrets: Readonly<Record<string, string>> | undefined) => {
+  const keys = secretKeys(secrets);
+  return keys.length > 0 ? ` secrets=[${keys.join(",")}]` : "";
+};
+
 /** True when every segment of `wanted` is one of ours with the same value. */
 const matches = (ours: Readonly<Record<string, string>>, wanted: Topology__Output) =>
   Object.entries(wanted.segments).every(([key, value]) => ours[key] === value);
@@ -91,9 +99,11 @@ export const startDriver = async (
   const injector = (fault: Fault, seed: number) => {
     const random = mulberry32(seed);
     let calls = 0;
-    return async (): Promise<void> => {
+    return async (what: string): Promise<void> => {
       calls += 1;
       if (fault.delayMs > 0 && (fault.delayCalls === undefined || calls <= fault.delayCalls)) {
+        // Calls are logged when they end; this line tells a test that a slow call is in flight.
+        log(`${new Date().toISOString()} ${what} delayed ${fault.delayMs}ms (call ${calls})`);
         await new Promise((resolve) => setTimeout(resolve, fault.delayMs).unref());
         if (closed) throw new RpcError(grpc.status.UNAVAILABLE, "the driver is shutting down");
       }
@@ -234,7 +244,7 @@ export const startDriver = async (
       }
     }
 
-    await createFault();
+    await createFault(`CreateVolume name=${request.name}`);
 
     return serially(async () => {
       const existing = store.byName(request.name);
@@ -283,6 +293,7 @@ export const startDriver = async (
         parameters: { ...request.parameters },
         accessible_topology: options.topology ? [segments] : [],
         source_volume_id: sourceId,
+        secret_keys: secretKeys(request.secrets),
         created_at: new Date().toISOString(),
       };
       await store.add(record, sourceId);
@@ -306,7 +317,8 @@ export const startDriver = async (
     CreateVolume: unary(
       "CreateVolume",
       createVolume,
-      (r) => `name=${r.name} required_bytes=${int64(r.capacity_range?.required_bytes)}`,
+      (r) =>
+        `name=${r.name} required_bytes=${int64(r.capacity_range?.required_bytes)}${describeSecrets(r.secrets)}`,
       (r) => `volume_id=${r.volume?.volume_id} capacity_bytes=${r.volume?.capacity_bytes}`,
     ),
     DeleteVolume: unary(
@@ -315,12 +327,12 @@ export const startDriver = async (
         if (request.volume_id === "") {
           throw new RpcError(grpc.status.INVALID_ARGUMENT, "Volume ID missing in request");
         }
-        await deleteFault();
+        await deleteFault(`DeleteVolume volume_id=${request.volume_id}`);
         // CSI: deleting a volume that is already gone succeeds.
         await serially(() => store.remove(request.volume_id));
         return {};
       },
-      (r) => `volume_id=${r.volume_id}`,
+      (r) => `volume_id=${r.volume_id}${describeSecrets(r.secrets)}`,
     ),
     GetCapacity: unary(
       "GetCapacity",

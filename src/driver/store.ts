@@ -10,6 +10,11 @@ export interface VolumeRecord {
   readonly parameters: Readonly<Record<string, string>>;
   readonly accessible_topology: ReadonlyArray<Readonly<Record<string, string>>>;
   readonly source_volume_id: string | undefined;
+  /**
+   * Names of the secrets CreateVolume carried, sorted: enough for tests to see that the provisioner
+   * secret arrived. Values are never written to disk. Absent in records from older versions.
+   */
+  readonly secret_keys?: ReadonlyArray<string>;
   readonly created_at: string;
 }
 

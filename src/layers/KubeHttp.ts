@@ -283,6 +283,10 @@ export const makeKubeRest = (
             }
           });
           lines.on("close", () => resume(Effect.void));
+          // readline re-emits its input's errors on the interface, and an 'error' nobody listens to
+          // throws: without this, a watch cut mid-stream (an apiserver restart: "aborted",
+          // ECONNRESET) crashed the whole process instead of failing this watch.
+          lines.on("error", (error) => resume(Effect.fail(unavailable(what)(error))));
           response.on("error", (error) => resume(Effect.fail(unavailable(what)(error))));
           return Effect.sync(() => {
             controller.abort();

@@ -52,6 +52,8 @@ export interface WriteKubeconfigOptions {
   /** File name inside the harness's temp dir (or the OS temp dir for an external cluster). */
   readonly name?: string;
   readonly namespace?: string;
+  /** Another URL for the same API server (e.g. a proxy in front of it); default: the server. */
+  readonly server?: string;
 }
 
 export interface ControlPlaneInfo {
@@ -88,6 +90,16 @@ export interface ControlPlaneInfo {
 export interface RunningControlPlane extends ControlPlaneInfo {
   /** SIGTERM, then SIGKILL after a grace period; removes the temp dir. Idempotent. */
   readonly stop: () => Promise<void>;
+  /**
+   * Stops kube-apiserver (SIGTERM, SIGKILL after `graceMs`) and starts it again with the same
+   * arguments and port, resolving once /readyz answers. Its watch cache starts empty at etcd's
+   * current revision, so a client that resumes a watch from an older resourceVersion gets 410 Gone.
+   * 1.20 stops listening at once on SIGTERM but keeps running well past 10 s while clients hold
+   * watches, hence the short default grace. Not available for an external cluster.
+   */
+  readonly restartApiServer: (options?: {
+    readonly graceMs?: number;
+  }) => Promise<{ readonly downMs: number }>;
 }
 
 export class ControlPlaneError extends Data.TaggedError("ControlPlaneError")<{
@@ -451,9 +463,13 @@ const makeHelpers = (
   const writeKubeconfig = async (o: WriteKubeconfigOptions): Promise<string> => {
     counter += 1;
     const file = join(kubeconfigDir, o.name ?? `kubeconfig-token-${counter}.json`);
-    await writeFile(file, kubeconfigJson(server, caPem, "token-user", o.token, o.namespace), {
-      mode: 0o600,
-    });
+    await writeFile(
+      file,
+      kubeconfigJson(o.server ?? server, caPem, "token-user", o.token, o.namespace),
+      {
+        mode: 0o600,
+      },
+    );
     return file;
   };
   const serviceAccountToken = async (
@@ -519,6 +535,10 @@ const useExisting = async (
     stop: async () => {
       if (!options.keepTempDir) await rm(dir, { recursive: true, force: true });
     },
+    restartApiServer: () =>
+      Promise.reject(
+        new ControlPlaneError({ message: "restartApiServer: not possible on an external cluster" }),
+      ),
   };
 };
 
@@ -710,42 +730,37 @@ const startLocal = async (options: ControlPlaneOptions): Promise<RunningControlP
 
     // kube-apiserver --------------------------------------------------------------------------
     t = Date.now();
-    procs.push(
-      spawnProc(
-        "kube-apiserver",
-        bin("kube-apiserver"),
-        [
-          `--etcd-servers=${etcdUrl}`,
-          "--bind-address=127.0.0.1",
-          "--advertise-address=127.0.0.1",
-          `--secure-port=${apiPort}`,
-          "--insecure-port=0",
-          `--cert-dir=${pki}`,
-          `--tls-cert-file=${join(pki, "apiserver.crt")}`,
-          `--tls-private-key-file=${join(pki, "apiserver.key")}`,
-          `--client-ca-file=${caFile}`,
-          `--token-auth-file=${join(pki, "tokens.csv")}`,
-          "--authorization-mode=RBAC",
-          `--service-account-key-file=${join(pki, "sa.pub")}`,
-          `--service-account-signing-key-file=${join(pki, "sa.key")}`,
-          `--service-account-issuer=${serviceAccountIssuer}`,
-          `--api-audiences=${serviceAccountIssuer}`,
-          `--service-cluster-ip-range=${serviceClusterIpRange}`,
-          // Loopback-only: no endpoint reconciler, so the apiserver never publishes 127.0.0.1 as
-          // the `kubernetes` service's endpoint for anything to dial.
-          "--endpoint-reconciler-type=none",
-          "--allow-privileged=true",
-          "--profiling=false",
-          "--v=1",
-          ...(options.extraApiServerArgs ?? []),
-        ],
-        dir,
-      ),
-    );
-    await waitFor("kube-apiserver /readyz", async () => {
+    const apiServerArgs = [
+      `--etcd-servers=${etcdUrl}`,
+      "--bind-address=127.0.0.1",
+      "--advertise-address=127.0.0.1",
+      `--secure-port=${apiPort}`,
+      "--insecure-port=0",
+      `--cert-dir=${pki}`,
+      `--tls-cert-file=${join(pki, "apiserver.crt")}`,
+      `--tls-private-key-file=${join(pki, "apiserver.key")}`,
+      `--client-ca-file=${caFile}`,
+      `--token-auth-file=${join(pki, "tokens.csv")}`,
+      "--authorization-mode=RBAC",
+      `--service-account-key-file=${join(pki, "sa.pub")}`,
+      `--service-account-signing-key-file=${join(pki, "sa.key")}`,
+      `--service-account-issuer=${serviceAccountIssuer}`,
+      `--api-audiences=${serviceAccountIssuer}`,
+      `--service-cluster-ip-range=${serviceClusterIpRange}`,
+      // Loopback-only: no endpoint reconciler, so the apiserver never publishes 127.0.0.1 as
+      // the `kubernetes` service's endpoint for anything to dial.
+      "--endpoint-reconciler-type=none",
+      "--allow-privileged=true",
+      "--profiling=false",
+      "--v=1",
+      ...(options.extraApiServerArgs ?? []),
+    ];
+    procs.push(spawnProc("kube-apiserver", bin("kube-apiserver"), apiServerArgs, dir));
+    const apiServerReady = async () => {
       const r = await httpsGet(`${server}/readyz`, caPem, adminToken);
       return r.status === 200;
-    });
+    };
+    await waitFor("kube-apiserver /readyz", apiServerReady);
     timings.apiserverMs = Date.now() - t;
 
     // kube-controller-manager -----------------------------------------------------------------
@@ -810,6 +825,36 @@ const startLocal = async (options: ControlPlaneOptions): Promise<RunningControlP
       ports: { etcd: etcdPort, etcdPeer: etcdPeerPort, apiserver: apiPort },
       timings,
       stop,
+      restartApiServer: async ({ graceMs = 1000 } = {}) => {
+        const index = procs.findIndex((p) => p.name === "kube-apiserver");
+        const old = procs[index];
+        if (stopped || old === undefined) {
+          throw new ControlPlaneError({
+            message: "restartApiServer: the control plane is stopped",
+          });
+        }
+        const down = Date.now();
+        await stopProc(old, graceMs);
+        // Replace, not append: the start-up waitFor above treats any exited process as fatal.
+        procs[index] = spawnProc("kube-apiserver", bin("kube-apiserver"), apiServerArgs, dir);
+        const deadline = Date.now() + 60_000;
+        for (;;) {
+          const current = procs[index] as Proc;
+          if (current.exited) {
+            throw new ControlPlaneError({
+              message: `kube-apiserver exited (code=${current.exited.code}) after a restart\n${await tail(current.logFile, 60)}`,
+            });
+          }
+          if (await apiServerReady().catch(() => false)) break;
+          if (Date.now() > deadline) {
+            throw new ControlPlaneError({
+              message: `kube-apiserver not ready 60s after a restart\n${await tail(current.logFile, 60)}`,
+            });
+          }
+          await sleep(100);
+        }
+        return { downMs: Date.now() - down };
+      },
     };
   };
   try {

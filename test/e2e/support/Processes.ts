@@ -75,16 +75,23 @@ const run = (
 export interface ReferenceDriver extends RunningProcess {
   readonly socket: string;
   readonly root: string;
-  /** Volumes on the driver's disk, from its metadata files. */
-  readonly volumes: () => ReadonlyArray<{
-    id: string;
-    name: string;
-    capacityBytes: string;
-    secrets?: unknown;
-  }>;
+  /** Volumes on the driver's disk, from its metadata files (src/driver/store.ts). */
+  readonly volumes: () => ReadonlyArray<DriverVolume>;
+}
+
+/** A volume as the reference driver records it (its VolumeRecord). */
+export interface DriverVolume {
+  readonly volume_id: string;
+  readonly name: string;
+  readonly capacity_bytes: string;
+  readonly parameters: Readonly<Record<string, string>>;
+  readonly accessible_topology: ReadonlyArray<Readonly<Record<string, string>>>;
+  readonly secret_keys?: ReadonlyArray<string>;
 }
 
 export const driverName = "e2e.csi.effect.dev";
+/** The driver's own topology segment (src/driver/server.ts), the key CSINode objects list. */
+export const nodeTopologyKey = `topology.${driverName}/node`;
 
 export const startDriver = (flags: ReadonlyArray<string> = [], dir?: string): ReferenceDriver => {
   const home = dir ?? mkdtempSync(join(tmpdir(), "e2e-driver-"));
@@ -124,6 +131,7 @@ export const startSidecar = (flags: ReadonlyArray<string>, env: NodeJS.ProcessEn
 export const sidecarKubeconfig = async (
   cp: RunningControlPlane,
   namespace: string,
+  options: { readonly server?: string; readonly name?: string } = {},
 ): Promise<string> => {
   const objects = k8s.loadAllYaml(
     readFileSync(join(repo, "deploy/rbac.yaml"), "utf8").replaceAll("csi-driver", namespace),
@@ -150,5 +158,5 @@ export const sidecarKubeconfig = async (
     });
   }
   const token = await cp.serviceAccountToken(namespace, "csi-provisioner", 3600);
-  return cp.writeKubeconfig({ token, namespace });
+  return cp.writeKubeconfig({ token, namespace, ...options });
 };
