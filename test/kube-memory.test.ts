@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest";
 import { Effect, Either, Logger, LogLevel, Option, Queue, Stream, TestClock } from "effect";
-import { Kube, type WatchEvent } from "../src/layers/Kube.js";
+import { Kube, KubeLeases, type WatchEvent } from "../src/layers/Kube.js";
 import * as KubeMemory from "../src/layers/KubeMemory.js";
 import { MemoryCluster } from "../src/layers/KubeMemory.js";
 import type { NewPersistentVolume } from "../src/schemas/PersistentVolume.js";
@@ -616,6 +616,68 @@ describe("KubeMemory service calls", () => {
       expect(invalid.reason).toBe("Invalid");
       expect(invalid.message).toMatch(/^PersistentVolume "pvc-1" is invalid: /);
       expect(yield* cluster.list("persistentvolumes")).toEqual([]);
+    }).pipe(noController),
+  );
+});
+
+describe("KubeMemory leases", () => {
+  const lease = {
+    metadata: { name: "csi-example-com", namespace: "kube-system", labels: { app: "csi" } },
+    spec: {
+      holderIdentity: "a",
+      leaseDurationSeconds: 15,
+      acquireTime: "1970-01-01T00:00:00.000000Z",
+      renewTime: "1970-01-01T00:00:00.000000Z",
+      leaseTransitions: 0,
+    },
+  };
+  const ref = { namespace: "kube-system", name: "csi-example-com" };
+
+  it.effect("create, get and a conditional full update; a stale update is a Conflict", () =>
+    Effect.gen(function* () {
+      const cluster = yield* MemoryCluster;
+      const leases = yield* KubeLeases;
+      expect(yield* leases.getLease(ref)).toEqual(Option.none());
+      const created = yield* leases.createLease(lease);
+      expect(created).toEqual({
+        ...lease,
+        metadata: { ...lease.metadata, uid: uid(1), resourceVersion: "1" },
+      });
+      expect(yield* raw(cluster, "leases", "kube-system/csi-example-com")).toMatchObject({
+        apiVersion: "coordination.k8s.io/v1",
+        kind: "Lease",
+      });
+      const renewed = yield* leases.updateLease({
+        ...created,
+        spec: { ...lease.spec, renewTime: "1970-01-01T00:00:05.000000Z" },
+      });
+      expect(renewed.metadata.resourceVersion).toBe("2");
+      expect(yield* leases.getLease(ref)).toEqual(Option.some(renewed));
+      const stale = yield* Effect.flip(leases.updateLease(created));
+      expect([stale.reason, stale.verb, stale.message]).toEqual([
+        "Conflict",
+        "update",
+        'Operation cannot be fulfilled on leases.coordination.k8s.io "csi-example-com": the object has been modified; please apply your changes to the latest version and try again',
+      ]);
+      const duplicate = yield* Effect.flip(leases.createLease(lease));
+      expect(duplicate.reason).toBe("AlreadyExists");
+      const missing = yield* Effect.flip(
+        leases.updateLease({ ...lease, metadata: { ...lease.metadata, name: "other" } }),
+      );
+      expect(missing.reason).toBe("NotFound");
+      yield* cluster.failNext({
+        verb: "update",
+        resource: "leases",
+        name: "csi-example-com",
+        reason: "ServerError",
+      });
+      const injected = yield* Effect.flip(leases.updateLease(renewed));
+      expect(injected.reason).toBe("ServerError");
+      expect(yield* cluster.requestCounts).toEqual({
+        "get leases": 2,
+        "create leases": 2,
+        "update leases": 4,
+      });
     }).pipe(noController),
   );
 });

@@ -1,5 +1,6 @@
 import { Context, Data, type Effect, type Option, type Stream } from "effect";
 import type { NewEvent } from "../schemas/Event.js";
+import type { Lease } from "../schemas/Lease.js";
 import type { CsiNode, Node } from "../schemas/Node.js";
 import type { NewPersistentVolume, PersistentVolume } from "../schemas/PersistentVolume.js";
 import type { PersistentVolumeClaim } from "../schemas/PersistentVolumeClaim.js";
@@ -102,3 +103,20 @@ export interface KubeService {
 }
 
 export class Kube extends Context.Tag("csi-provisioner/Kube")<Kube, KubeService>() {}
+
+/**
+ * Leases (`coordination.k8s.io/v1`), for leader election. A service of their own rather than part
+ * of `Kube` so that the live layer can give them their own client and request budget, as upstream
+ * gives leader election its own clientset: a provisioning storm must never starve renewals.
+ */
+export interface KubeLeasesService {
+  readonly getLease: (ref: ObjectRef) => Effect.Effect<Option.Option<Lease>, KubeError>;
+  readonly createLease: (lease: Lease) => Effect.Effect<Lease, KubeError>;
+  /** A full replace (PUT); with `metadata.resourceVersion` it fails with `Conflict` when stale. */
+  readonly updateLease: (lease: Lease) => Effect.Effect<Lease, KubeError>;
+}
+
+export class KubeLeases extends Context.Tag("csi-provisioner/KubeLeases")<
+  KubeLeases,
+  KubeLeasesService
+>() {}

@@ -15,6 +15,7 @@ import {
   Stream,
 } from "effect";
 import { NewEvent } from "../schemas/Event.js";
+import { Lease } from "../schemas/Lease.js";
 import { CsiNode, Node } from "../schemas/Node.js";
 import { NewPersistentVolume, PersistentVolume } from "../schemas/PersistentVolume.js";
 import { PersistentVolumeClaim } from "../schemas/PersistentVolumeClaim.js";
@@ -30,6 +31,8 @@ import {
   Kube,
   KubeError,
   type KubeErrorReason,
+  KubeLeases,
+  type KubeLeasesService,
   type KubeService,
   type MetadataPatch,
   type WatchEvent,
@@ -58,7 +61,7 @@ export interface MemoryClusterOptions {
   readonly legacyProvisionerAnnotation?: boolean;
 }
 
-export type KubeVerb = "get" | "list" | "watch" | "create" | "patch" | "delete";
+export type KubeVerb = "get" | "list" | "watch" | "create" | "update" | "patch" | "delete";
 
 /**
  * Makes the next matching `Kube` service calls fail; `name`/`namespace` narrow the match (an
@@ -78,10 +81,11 @@ export interface FailureInjection {
 
 /**
  * The test's side of the cluster. Its own operations bypass failure injection and request counts:
- * only calls through `kube` (the `Kube` service) are what the provisioner would send.
+ * only calls through `kube` and `leases` (the services) are what the provisioner would send.
  */
 export interface MemoryClusterHandle {
   readonly kube: KubeService;
+  readonly leases: KubeLeasesService;
   /** Stores a copy; fills uid, creationTimestamp, namespace `default`, apiVersion/kind when absent. */
   readonly create: (
     resource: MemoryResource,
@@ -331,8 +335,30 @@ export const makeMemoryCluster = (
         ),
     };
 
+    const leaseRef = (lease: Lease) => ({
+      namespace: lease.metadata.namespace,
+      name: lease.metadata.name,
+    });
+    const leases: KubeLeasesService = {
+      getLease: get("leases", Lease),
+      createLease: (lease) =>
+        request("create", "leases", leaseRef(lease)).pipe(
+          Effect.zipRight(validate(Lease, "leases", lease.metadata.name, lease)),
+          Effect.zipWith(now, (encoded, millis) => store.create("leases", encoded, millis)),
+          Effect.flatten,
+          writeThen(Lease, "leases", "create"),
+        ),
+      updateLease: (lease) =>
+        request("update", "leases", leaseRef(lease)).pipe(
+          Effect.zipRight(validate(Lease, "leases", lease.metadata.name, lease, "update")),
+          Effect.flatMap((encoded) => store.update("leases", encoded)),
+          writeThen(Lease, "leases", "update"),
+        ),
+    };
+
     return {
       kube,
+      leases,
       create: (resource, object) =>
         Effect.flatMap(now, (millis) => store.create(resource, object, millis)).pipe(
           Effect.map(copy),
@@ -367,13 +393,14 @@ const validate = <A, I>(
   resource: MemoryResource,
   name: string,
   value: A,
+  verb: KubeVerb = "create",
 ): Effect.Effect<JsonObject, KubeError> =>
   Schema.encodeEither(schema)(value).pipe(
     Either.mapBoth({
       onLeft: (error) =>
         kubeError(
           "Invalid",
-          "create",
+          verb,
           resource,
           name,
           ParseResult.TreeFormatter.formatErrorSync(error),
@@ -382,15 +409,20 @@ const validate = <A, I>(
     }),
   );
 
-export const layer = (cluster: MemoryClusterHandle): Layer.Layer<Kube> =>
-  Layer.succeed(Kube, cluster.kube);
+export const layer = (cluster: MemoryClusterHandle): Layer.Layer<Kube | KubeLeases> =>
+  Layer.succeedContext(
+    Context.make(Kube, cluster.kube).pipe(Context.add(KubeLeases, cluster.leases)),
+  );
 
-/** `Kube` backed by a fresh cluster, and the cluster's handle for the test to drive it. */
+/** `Kube` and `KubeLeases` backed by a fresh cluster, and the cluster's handle to drive it. */
 export const layerWithCluster = (
   options?: MemoryClusterOptions,
-): Layer.Layer<Kube | MemoryCluster> =>
+): Layer.Layer<Kube | KubeLeases | MemoryCluster> =>
   Layer.effectContext(
     Effect.map(makeMemoryCluster(options), (cluster) =>
-      Context.make(MemoryCluster, cluster).pipe(Context.add(Kube, cluster.kube)),
+      Context.make(MemoryCluster, cluster).pipe(
+        Context.add(Kube, cluster.kube),
+        Context.add(KubeLeases, cluster.leases),
+      ),
     ),
   );
