@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest";
-import { Effect, TestClock } from "effect";
+import { Effect, Layer, TestClock } from "effect";
 import { Behaviour, defaultControllerCapabilities, MemoryDriver } from "../src/layers/CsiMemory.js";
 import { MemoryCluster } from "../src/layers/KubeMemory.js";
 import { claim, driverName, secret, storageClass } from "./support/Fixtures.js";
-import { eventsOf, getRaw, harness, startProvisioner } from "./support/Harness.js";
+import { eventsOf, getRaw, harness, laggyWatches, startProvisioner } from "./support/Harness.js";
 
 const deleteCalls = Effect.flatMap(MemoryDriver, (d) => d.callsTo("DeleteVolume"));
 
@@ -214,5 +214,24 @@ describe("SPEC §6 deletion", () => {
       yield* TestClock.adjust("1 minute");
       expect(yield* deleteCalls).toEqual([]);
     }).pipe(Effect.provide(harness())),
+  );
+});
+
+describe("SPEC §6 with caches that lag behind our own writes", () => {
+  it.scoped("§6 DeleteVolume exactly once although our own writes re-queue a stale PV", () =>
+    Effect.gen(function* () {
+      const cluster = yield* MemoryCluster;
+      yield* cluster.create("storageclasses", storageClass("fast"));
+      yield* Effect.forkScoped(startProvisioner);
+      yield* TestClock.adjust("3 seconds");
+      yield* cluster.create("persistentvolumeclaims", claim("a"));
+      yield* TestClock.adjust("10 seconds");
+      const pvName = (yield* getRaw("persistentvolumeclaims", "default/a")).spec
+        .volumeName as string;
+      yield* cluster.remove("persistentvolumeclaims", "default/a");
+      yield* TestClock.adjust("30 seconds");
+      expect(yield* getRaw("persistentvolumes", pvName)).toBeUndefined();
+      expect((yield* deleteCalls).length).toBe(1);
+    }).pipe(Effect.provide(Layer.provideMerge(laggyWatches("300 millis"), harness()))),
   );
 });

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "@effect/vitest";
-import { Duration, Effect, Exit, Scope, TestClock } from "effect";
+import { Duration, Effect, Exit, Layer, Scope, TestClock } from "effect";
 import { Behaviour, MemoryDriver } from "../src/layers/CsiMemory.js";
 import { MemoryCluster } from "../src/layers/KubeMemory.js";
 import { claim, storageClass } from "./support/Fixtures.js";
-import { getRaw, harness, startProvisioner } from "./support/Harness.js";
+import { getRaw, harness, laggyWatches, startProvisioner } from "./support/Harness.js";
 
 const intent = "csi-provisioner.effect.dev/provisioning-intent";
 
@@ -137,5 +137,29 @@ describe("SPEC §8 no leak across restarts (beyond upstream)", () => {
       yield* TestClock.adjust("1 hour");
       expect(yield* driver.callCount("CreateVolume")).toBe(before);
     }).pipe(Effect.provide(harness())),
+  );
+});
+
+describe("SPEC §8 with caches that lag behind our own writes", () => {
+  it.scoped(
+    "§8 one CreateVolume and one PV per claim, and the intent released in the same pass",
+    () =>
+      Effect.gen(function* () {
+        const cluster = yield* MemoryCluster;
+        const driver = yield* MemoryDriver;
+        yield* cluster.create("storageclasses", storageClass("fast"));
+        // The caches sync only as the clock moves: start the sidecar alongside.
+        yield* Effect.forkScoped(startProvisioner);
+        yield* TestClock.adjust("3 seconds");
+        yield* cluster.create("persistentvolumeclaims", claim("a"));
+        yield* TestClock.adjust("1 second");
+        expect(yield* finalizersOf("a")).toEqual([]);
+        yield* TestClock.adjust("10 seconds");
+        expect(yield* driver.callCount("CreateVolume")).toBe(1);
+        expect((yield* cluster.requestCounts)["create persistentvolumes"]).toBe(1);
+        expect((yield* getRaw("persistentvolumeclaims", "default/a")).status.phase).toBe("Bound");
+      }).pipe(
+        Effect.provide(Layer.provideMerge(laggyWatches("100 millis", "2 seconds"), harness())),
+      ),
   );
 });

@@ -158,12 +158,17 @@ const codeNames = new Map<number, GrpcCodeName>(
 );
 
 /** A failed call as `CsiError`, keeping grpc's status name (an unknown number counts as Unknown). */
-export const csiErrorFromStatus = (method: CsiMethod, error: Partial<grpc.StatusObject>) =>
-  new CsiError({
+export const csiErrorFromStatus = (method: CsiMethod, error: Partial<grpc.StatusObject>) => {
+  const code = codeNames.get(error.code ?? GrpcCode.Unknown) ?? "Unknown";
+  // grpc-js words a client-side deadline with its internal timings; events say what grpc-go says.
+  const clientDeadline =
+    code === "DeadlineExceeded" && error.details?.startsWith("Deadline exceeded");
+  return new CsiError({
     method,
-    code: codeNames.get(error.code ?? GrpcCode.Unknown) ?? "Unknown",
-    detail: error.details ?? "",
+    code,
+    detail: clientDeadline ? "context deadline exceeded" : (error.details ?? ""),
   });
+};
 
 type Invoke<Req, Res> = (
   request: Req,

@@ -2,8 +2,9 @@ import * as http from "node:http";
 import * as https from "node:https";
 import { createInterface } from "node:readline";
 import { KubeConfig } from "@kubernetes/client-node";
-import { Duration, Effect, RateLimiter, type Scope } from "effect";
+import { Duration, Effect, type Scope } from "effect";
 import { KubeError, type KubeErrorReason } from "./Kube.js";
+import { makeTokenBucket } from "./TokenBucket.js";
 
 /**
  * A small REST client for the Kubernetes API on node:http(s): client-node loads the kubeconfig or
@@ -28,6 +29,8 @@ export interface RequestOptions {
   readonly path: string;
   readonly body?: unknown;
   readonly contentType?: string;
+  /** The caller does not read a successful reply: skip parsing it. */
+  readonly discardBody?: boolean;
   /** For error messages: what was asked, about which object. */
   readonly verb: string;
   readonly resource: string;
@@ -144,7 +147,6 @@ export const makeKubeRest = (
           message: String(e),
         }),
     });
-    let authAt = Date.now();
     const agent = secure
       ? new https.Agent({
           keepAlive: true,
@@ -157,59 +159,52 @@ export const makeKubeRest = (
         })
       : new http.Agent({ keepAlive: true, maxSockets: Math.max(16, connection.burst) });
     yield* Effect.addFinalizer(() => Effect.sync(() => agent.destroy()));
-    const headers = Effect.promise(async () => {
-      if (Date.now() - authAt > authRefresh) {
-        auth = await resolveAuth(config).catch(() => auth);
-        authAt = Date.now();
-      }
-      return auth.headers;
-    });
-
-    // A token bucket of `burst` tokens refilled at `qps` per second, as client-go's flowcontrol.
-    const limiter = yield* RateLimiter.make({
-      limit: Math.max(1, connection.burst),
-      interval: Duration.millis(
-        (1000 * Math.max(1, connection.burst)) / Math.max(connection.qps, 0.001),
+    // Tokens may rotate (projected ServiceAccount tokens, exec plugins): re-resolve in the
+    // background so that requests never wait for it.
+    yield* Effect.tryPromise(() => resolveAuth(config)).pipe(
+      Effect.tap((fresh) =>
+        Effect.sync(() => {
+          auth = fresh;
+        }),
       ),
-      algorithm: "token-bucket",
-    });
+      Effect.ignore,
+      Effect.delay(authRefresh),
+      Effect.forever,
+      Effect.forkScoped,
+    );
 
-    const send = (
+    const limiter = makeTokenBucket(connection.qps, connection.burst).limit;
+    const prefix = url.pathname === "/" ? "" : url.pathname;
+
+    const open = (
       method: string,
       path: string,
-      extraHeaders: Record<string, string>,
       payload: string | undefined,
-      signal?: AbortSignal,
-    ) =>
-      Effect.flatMap(headers, (base) =>
-        Effect.async<http.IncomingMessage, Error>((resume) => {
-          const request = (secure ? https : http).request(
-            {
-              protocol: url.protocol,
-              hostname: url.hostname,
-              port: url.port,
-              path: `${url.pathname === "/" ? "" : url.pathname}${path}`,
-              method,
-              agent,
-              headers: { ...base, Accept: "application/json", ...extraHeaders },
-              ...(signal ? { signal } : {}),
-            },
-            (response) => resume(Effect.succeed(response)),
-          );
-          request.on("error", (error) => resume(Effect.fail(error)));
-          if (payload !== undefined) request.write(payload);
-          request.end();
-          return Effect.sync(() => request.destroy());
-        }),
+      contentType: string | undefined,
+      onResponse: (response: http.IncomingMessage) => void,
+      onError: (error: Error) => void,
+    ) => {
+      const request = (secure ? https : http).request(
+        {
+          protocol: url.protocol,
+          hostname: url.hostname,
+          port: url.port,
+          path: `${prefix}${path}`,
+          method,
+          agent,
+          headers: {
+            ...auth.headers,
+            Accept: "application/json",
+            ...(payload === undefined ? {} : { "Content-Type": contentType ?? "application/json" }),
+          },
+        },
+        onResponse,
       );
-
-    const readBody = (response: http.IncomingMessage) =>
-      Effect.async<string, Error>((resume) => {
-        const chunks: Array<Buffer> = [];
-        response.on("data", (chunk: Buffer) => chunks.push(chunk));
-        response.on("end", () => resume(Effect.succeed(Buffer.concat(chunks).toString("utf8"))));
-        response.on("error", (error) => resume(Effect.fail(error)));
-      });
+      request.on("error", onError);
+      if (payload !== undefined) request.write(payload);
+      request.end();
+      return request;
+    };
 
     const unavailable = (options: Omit<RequestOptions, "method" | "path">) => (error: Error) =>
       new KubeError({
@@ -220,78 +215,107 @@ export const makeKubeRest = (
         message: error.message,
       });
 
+    const parse = (text: string): unknown => {
+      try {
+        return text === "" ? undefined : JSON.parse(text);
+      } catch {
+        return { message: text.slice(0, 200) };
+      }
+    };
+
+    /** Collects a reply; `parse: false` skips JSON for a successful reply nobody reads. */
+    const collect = (
+      response: http.IncomingMessage,
+      parseSuccess: boolean,
+      done: (status: number, body: unknown) => void,
+      onError: (error: Error) => void,
+    ) => {
+      const chunks: Array<Buffer> = [];
+      response.on("data", (chunk: Buffer) => chunks.push(chunk));
+      response.on("error", onError);
+      response.on("end", () => {
+        const status = response.statusCode ?? 0;
+        const ok = status >= 200 && status < 300;
+        done(
+          status,
+          ok && !parseSuccess ? undefined : parse(Buffer.concat(chunks).toString("utf8")),
+        );
+      });
+    };
+
+    // One callback chain per request rather than an Effect per step: this is on every API call.
     const request = (options: RequestOptions): Effect.Effect<RestResponse, KubeError> =>
       limiter(
-        Effect.gen(function* () {
-          const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
-          const response = yield* send(
+        Effect.async<RestResponse, KubeError>((resume) => {
+          const fail = (error: Error) => resume(Effect.fail(unavailable(options)(error)));
+          const request = open(
             options.method,
             options.path,
-            payload === undefined
-              ? {}
-              : { "Content-Type": options.contentType ?? "application/json" },
-            payload,
+            options.body === undefined ? undefined : JSON.stringify(options.body),
+            options.contentType,
+            (response) =>
+              collect(
+                response,
+                !options.discardBody,
+                (status, body) =>
+                  resume(
+                    status >= 200 && status < 300
+                      ? Effect.succeed({ status, body })
+                      : Effect.fail(errorFrom(options, status, body)),
+                  ),
+                fail,
+              ),
+            fail,
           );
-          const text = yield* readBody(response);
-          let body: unknown;
-          try {
-            body = text === "" ? undefined : JSON.parse(text);
-          } catch {
-            body = { message: text.slice(0, 200) };
-          }
-          const status = response.statusCode ?? 0;
-          if (status < 200 || status >= 300)
-            return yield* Effect.fail(errorFrom(options, status, body));
-          return { status, body };
-        }).pipe(
-          Effect.catchIf(
-            (e): e is Error => e instanceof Error && !(e instanceof KubeError),
-            (e) => Effect.fail(unavailable(options)(e)),
-          ),
-        ),
-      ) as Effect.Effect<RestResponse, KubeError>;
+          return Effect.sync(() => request.destroy());
+        }),
+      );
 
     const watch = (
       path: string,
       onLine: (line: WatchLine) => void,
     ): Effect.Effect<void, KubeError> =>
-      Effect.gen(function* () {
-        const controller = new AbortController();
+      Effect.async<void, KubeError>((resume) => {
         const what = { verb: "watch", resource: path.split("?")[0] ?? path, object: "" };
-        const response = yield* send("GET", path, {}, undefined, controller.signal).pipe(
-          Effect.mapError(unavailable(what)),
-        );
-        const status = response.statusCode ?? 0;
-        if (status !== 200) {
-          const text = yield* readBody(response).pipe(Effect.mapError(unavailable(what)));
-          let body: unknown;
-          try {
-            body = JSON.parse(text);
-          } catch {
-            body = { message: text.slice(0, 200) };
-          }
-          return yield* Effect.fail(errorFrom(what, status, body));
-        }
-        yield* Effect.async<void, KubeError>((resume) => {
-          const lines = createInterface({ input: response, crlfDelay: Number.POSITIVE_INFINITY });
-          lines.on("line", (line) => {
-            if (line.trim() === "") return;
-            try {
-              onLine(JSON.parse(line) as WatchLine);
-            } catch {
-              // A torn line at a disconnect: the next watch resumes from the last good version.
+        const fail = (error: Error) => resume(Effect.fail(unavailable(what)(error)));
+        let response: http.IncomingMessage | undefined;
+        const request = open(
+          "GET",
+          path,
+          undefined,
+          undefined,
+          (reply) => {
+            response = reply;
+            if (reply.statusCode !== 200) {
+              collect(
+                reply,
+                true,
+                (status, body) => resume(Effect.fail(errorFrom(what, status, body))),
+                fail,
+              );
+              return;
             }
-          });
-          lines.on("close", () => resume(Effect.void));
-          // readline re-emits its input's errors on the interface, and an 'error' nobody listens to
-          // throws: without this, a watch cut mid-stream (an apiserver restart: "aborted",
-          // ECONNRESET) crashed the whole process instead of failing this watch.
-          lines.on("error", (error) => resume(Effect.fail(unavailable(what)(error))));
-          response.on("error", (error) => resume(Effect.fail(unavailable(what)(error))));
-          return Effect.sync(() => {
-            controller.abort();
-            response.destroy();
-          });
+            const lines = createInterface({ input: reply, crlfDelay: Number.POSITIVE_INFINITY });
+            lines.on("line", (line) => {
+              if (line.trim() === "") return;
+              try {
+                onLine(JSON.parse(line) as WatchLine);
+              } catch {
+                // A torn line at a disconnect: the next watch resumes from the last good version.
+              }
+            });
+            lines.on("close", () => resume(Effect.void));
+            // readline re-emits its input's errors on the interface, and an 'error' nobody listens
+            // to throws: without this, a watch cut mid-stream (an apiserver restart: "aborted",
+            // ECONNRESET) crashed the whole process instead of failing this watch.
+            lines.on("error", fail);
+            reply.on("error", fail);
+          },
+          fail,
+        );
+        return Effect.sync(() => {
+          request.destroy();
+          response?.destroy();
         });
       });
 

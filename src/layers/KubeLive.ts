@@ -156,45 +156,68 @@ export const makeKubeService = (rest: KubeRest): KubeService => {
   const listWatch = <A, I>(r: Resource<A, I>): Stream.Stream<WatchEvent<A>, KubeError> =>
     Stream.unwrapScoped(
       Effect.gen(function* () {
-        // Warnings travel with the events so they are logged by the consumer's logger.
-        const queue = yield* Queue.unbounded<
-          WatchEvent<A> | { readonly _tag: "Warning"; readonly message: string }
-        >();
+        const queue = yield* Queue.unbounded<WatchEvent<A>>();
+        // Warnings found in the socket callback are logged by a fiber of ours, with our logger.
+        const warnings = yield* Queue.unbounded<string>();
+        yield* Queue.take(warnings).pipe(
+          Effect.flatMap(Effect.logWarning),
+          Effect.forever,
+          Effect.forkScoped,
+        );
         const session = Effect.gen(function* () {
           const listed = yield* list(r);
           yield* Queue.offer(queue, { _tag: "Listed", items: listed.items });
           let resourceVersion = listed.resourceVersion;
+          let failures = 0;
           for (;;) {
             let expired = false;
             const path = `${pathOf(r)}?watch=1&allowWatchBookmarks=true&resourceVersion=${encodeURIComponent(resourceVersion)}&timeoutSeconds=${watchSeconds}`;
-            yield* rest.watch(path, (line) => {
-              const object = line.object as {
-                metadata?: { resourceVersion?: string };
-                code?: number;
-              };
-              if (line.type === "ERROR") {
-                expired = object?.code === 410;
-                if (!expired) {
-                  queue.unsafeOffer({
-                    _tag: "Warning",
-                    message: `watch of ${r.name} reported an error: ${JSON.stringify(object)}`,
-                  });
+            const watched = yield* rest
+              .watch(path, (line) => {
+                const object = line.object as {
+                  metadata?: { resourceVersion?: string };
+                  code?: number;
+                };
+                if (line.type === "ERROR") {
+                  expired = object?.code === 410;
+                  if (!expired) {
+                    warnings.unsafeOffer(
+                      `watch of ${r.name} reported an error: ${JSON.stringify(object)}`,
+                    );
+                  }
+                  return;
                 }
-                return;
-              }
-              if (object?.metadata?.resourceVersion)
-                resourceVersion = object.metadata.resourceVersion;
-              if (line.type === "BOOKMARK") return;
-              const decoded = decodeOne(r, object);
-              if (Either.isLeft(decoded)) {
-                queue.unsafeOffer({ _tag: "Warning", message: decoded.left.message });
-                return;
-              }
-              const tag =
-                line.type === "ADDED" ? "Added" : line.type === "DELETED" ? "Deleted" : "Modified";
-              queue.unsafeOffer({ _tag: tag, object: decoded.right });
-            });
-            if (expired)
+                if (object?.metadata?.resourceVersion)
+                  resourceVersion = object.metadata.resourceVersion;
+                if (line.type === "BOOKMARK") return;
+                const decoded = decodeOne(r, object);
+                if (Either.isLeft(decoded)) {
+                  warnings.unsafeOffer(decoded.left.message);
+                  return;
+                }
+                const tag =
+                  line.type === "ADDED"
+                    ? "Added"
+                    : line.type === "DELETED"
+                      ? "Deleted"
+                      : "Modified";
+                queue.unsafeOffer({ _tag: tag, object: decoded.right });
+              })
+              .pipe(Effect.either);
+            if (watched._tag === "Left" && watched.left.reason !== "Gone") {
+              // Resume from the last version seen, as client-go's reflector does: only an expired
+              // version (410) or a failed list costs a relist.
+              failures += 1;
+              yield* Effect.logWarning(
+                `watch of ${r.name} failed, resuming: ${watched.left.message}`,
+              );
+              yield* Effect.sleep(
+                Duration.millis(Math.min(30_000, 1000 * 2 ** Math.min(failures - 1, 5))),
+              );
+              continue;
+            }
+            failures = 0;
+            if (expired || watched._tag === "Left")
               return yield* new KubeError({
                 reason: "Gone",
                 verb: "watch",
@@ -215,12 +238,7 @@ export const makeKubeService = (rest: KubeRest): KubeService => {
           Effect.retry(watchBackoff),
           Effect.forkScoped,
         );
-        return Stream.fromQueue(queue).pipe(
-          Stream.tap((item) =>
-            item._tag === "Warning" ? Effect.logWarning(item.message) : Effect.void,
-          ),
-          Stream.filter((item): item is WatchEvent<A> => item._tag !== "Warning"),
-        );
+        return Stream.fromQueue(queue);
       }),
     );
 
@@ -305,6 +323,7 @@ export const makeKubeService = (rest: KubeRest): KubeService => {
           verb: "delete",
           resource: "persistentvolumes",
           object: name,
+          discardBody: true,
         })
         .pipe(Effect.asVoid),
     patchPersistentVolumeClaim: (ref, change) => patch(claims, ref, change),
@@ -329,6 +348,7 @@ export const makeKubeService = (rest: KubeRest): KubeService => {
           verb: "create",
           resource: "events",
           object: event.involvedObject.name,
+          discardBody: true,
         });
       }),
   };

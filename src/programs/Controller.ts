@@ -4,6 +4,7 @@ import type { Csi } from "../layers/Csi.js";
 import { Kube } from "../layers/Kube.js";
 import { makeVolumeReconciler } from "./Delete.js";
 import type { Driver } from "./Driver.js";
+import { EventRecorder, makeEventRecorder } from "./Events.js";
 import { makeInformer } from "./Informer.js";
 import { type InformerStores, Informers } from "./Informers.js";
 import { makeClaimReconciler } from "./Provision.js";
@@ -61,12 +62,18 @@ export const startController: Effect.Effect<
 
   const claimReconciler = yield* makeClaimReconciler;
   const volumeReconciler = yield* makeVolumeReconciler;
+  const recorder = yield* makeEventRecorder();
+  const withCaches = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    effect.pipe(
+      Effect.provideService(Informers, stores),
+      Effect.provideService(EventRecorder, recorder),
+    );
   yield* claimQueue
     .run(config.workerThreads, claimReconciler.reconcile)
-    .pipe(Effect.provideService(Informers, stores), Effect.forkScoped);
+    .pipe(withCaches, Effect.forkScoped);
   yield* volumeQueue
     .run(config.workerThreads, volumeReconciler.reconcile)
-    .pipe(Effect.provideService(Informers, stores), Effect.forkScoped);
+    .pipe(withCaches, Effect.forkScoped);
   yield* Effect.logInfo(
     `controller started: ${claims.size()} PVCs, ${volumes.size()} PVs, ${classes.size()} StorageClasses`,
   );

@@ -72,6 +72,11 @@ const deletionSecrets = (pv: PersistentVolume) =>
  * PV whose reclaim policy is Delete, then the PV; it only drops our finalizer from other PVs.
  */
 export const makeVolumeReconciler = Effect.sync(() => {
+  /**
+   * PVs (name → UID) whose deletion we finished, until the cache shows them gone: a run triggered
+   * by our own writes would otherwise read a stale PV and call DeleteVolume again.
+   */
+  const deleted = new Map<string, string>();
   const failed = (pv: PersistentVolume, message: string) =>
     Effect.zipRight(
       recordEvent(onVolume(pv), "Warning", "VolumeFailedDelete", message),
@@ -121,7 +126,8 @@ export const makeVolumeReconciler = Effect.sync(() => {
       const stores = yield* Informers;
       const driver = yield* Driver;
       const pv = stores.volumes.get(name);
-      if (!pv || !isOurs(pv, driver.name)) return;
+      if (!pv) deleted.delete(name);
+      if (!pv || !isOurs(pv, driver.name) || deleted.get(name) === pv.metadata.uid) return;
       const policy = pv.spec.persistentVolumeReclaimPolicy;
       if (policy !== ReclaimPolicy.delete) {
         // Retain and Recycle volumes are never deleted by us, so our finalizer must not hold them.
@@ -135,6 +141,7 @@ export const makeVolumeReconciler = Effect.sync(() => {
       if (isBeingDeleted(pv.metadata) && !hasFinalizer(pv.metadata, Finalizer.pv)) return;
       if (pv.status?.phase !== "Released") return;
       yield* deleteVolume(pv);
+      deleted.set(name, pv.metadata.uid);
     });
 
   return { reconcile };

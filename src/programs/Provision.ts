@@ -1,4 +1,4 @@
-import { Data, Effect, Option } from "effect";
+import { Clock, Data, Effect, Option } from "effect";
 import { Config } from "../layers/Config.js";
 import { Csi, type CsiError } from "../layers/Csi.js";
 import { Kube, type KubeError } from "../layers/Kube.js";
@@ -48,6 +48,13 @@ const skip: Decision = { _tag: "Skip", provisioned: false };
 export const makeClaimReconciler = Effect.sync(() => {
   const outcomes = new Map<string, LastOutcome>();
   const populatorsNoticed = new Set<string>();
+  /**
+   * Claims we just provisioned (UID → PV name), until the caches show our own writes: a run
+   * triggered meanwhile would otherwise read a stale claim and start over.
+   */
+  const justProvisioned = new Map<string, { readonly pvName: string; readonly at: number }>();
+  /** How long our own writes may take to show in the caches before we stop waiting for them. */
+  const catchUpMillis = 60_000;
 
   const failed = (claim: PersistentVolumeClaim, message: string) =>
     new ClaimNotProvisioned({ claim: objectKey(claim.metadata), message });
@@ -215,13 +222,13 @@ export const makeClaimReconciler = Effect.sync(() => {
               : error,
           ),
         );
-        return { plan, ...created };
+        return { plan, recorded: recorded.value, ...created };
       }).pipe(Effect.either);
 
       if (outcome._tag === "Left") {
         return yield* attemptFailed(claim, storageClass, outcome.left.message, outcome.left.state);
       }
-      const { plan, volume, capacity } = outcome.right;
+      const { plan, recorded, volume, capacity } = outcome.right;
       yield* savePersistentVolume(claim, storageClass, plan, volume, capacity);
       outcomes.delete(claim.metadata.uid);
       yield* recordEvent(
@@ -231,7 +238,12 @@ export const makeClaimReconciler = Effect.sync(() => {
         `Successfully provisioned volume ${plan.pvName}`,
       );
       yield* Effect.logInfo(`provisioned ${plan.pvName} for ${key} (volume ${volume.volume_id})`);
-      yield* releaseIntent(claim);
+      // The claim as our intent patch left it: the cached copy predates the finalizer.
+      yield* releaseIntent(recorded);
+      justProvisioned.set(claim.metadata.uid, {
+        pvName: plan.pvName,
+        at: yield* Clock.currentTimeMillis,
+      });
     });
 
   /** The PV records the volume; until it exists the intent finalizer keeps the claim's volume findable. */
@@ -292,7 +304,13 @@ export const makeClaimReconciler = Effect.sync(() => {
         Effect.sync(() => outcomes.delete(uid)),
         release ? releaseIntent(claim) : Effect.void,
       );
-      if (stores.volumes.get(pvName) || outcomes.get(uid)?._tag === "Final") return yield* done;
+      if (outcomes.get(uid)?._tag === "Final") return yield* done;
+      // Ask the API server, not the cache: replaying CreateVolume deletes the volume it finds.
+      const kube = yield* Kube;
+      const pv = yield* kube
+        .getPersistentVolume(pvName)
+        .pipe(Effect.mapError((e) => failed(claim, e.message)));
+      if (Option.isSome(pv)) return yield* done;
       const storageClass = stores.classes.get(storageClassOf(claim));
       if (!storageClass) {
         return yield* failed(
@@ -364,6 +382,16 @@ export const makeClaimReconciler = Effect.sync(() => {
       const stores = yield* Informers;
       const claim = stores.claims.get(uid);
       const outcome = outcomes.get(uid);
+      const provisioned = justProvisioned.get(uid);
+      if (provisioned !== undefined) {
+        const caughtUp =
+          !claim ||
+          ((claim.spec.volumeName || stores.volumes.get(provisioned.pvName)) &&
+            !hasFinalizer(claim.metadata, Finalizer.provisioningIntent));
+        const waited = (yield* Clock.currentTimeMillis) - provisioned.at;
+        if (caughtUp || waited > catchUpMillis) justProvisioned.delete(uid);
+        if (waited <= catchUpMillis) return;
+      }
       if (!claim) {
         populatorsNoticed.delete(uid);
         // Someone removed our finalizer while the driver may still be creating: finish anyway.

@@ -8,7 +8,6 @@ import {
   type Schedule,
   ScheduleDecision,
   ScheduleIntervals,
-  Stream,
 } from "effect";
 
 /** Where a key stands, for the debug endpoint and for tests. */
@@ -81,7 +80,8 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>) =>
           return Effect.void;
         }
         entry.queued = true;
-        return Queue.offer(queue, key);
+        queue.unsafeOffer(key);
+        return Effect.void;
       });
 
     const nextDelay = (entry: Entry, now: number) =>
@@ -146,15 +146,17 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>) =>
           yield* scheduleRetry(key, entry, message);
         });
 
+    // Plain worker fibers taking from the queue: a concurrent Stream.mapEffect costs about a
+    // hundred times more per key (bench/README.md), and keys are the hot path.
     const run = <R>(
       workers: number,
       handle: (key: string) => Effect.Effect<void, { readonly message: string }, R>,
     ): Effect.Effect<never, never, R> =>
-      Stream.fromQueue(queue).pipe(
-        Stream.mapEffect(processOne(handle), { concurrency: workers, unordered: true }),
-        Stream.runDrain,
-        Effect.zipRight(Effect.never),
-      );
+      Effect.forEach(
+        Array.from({ length: workers }, (_, i) => i),
+        () => Effect.forever(Effect.flatMap(Queue.take(queue), processOne(handle))),
+        { concurrency: "unbounded", discard: true },
+      ).pipe(Effect.zipRight(Effect.never));
 
     const status = Effect.sync(() =>
       [...entries].map(

@@ -1,5 +1,5 @@
 import { Schema } from "effect";
-import { optional, StringMap } from "./Field.js";
+import { optionalMessage, StringMap } from "./Field.js";
 
 /**
  * CSI v1 messages with the field names of csi.proto (snake_case, as @grpc/proto-loader keeps them
@@ -71,7 +71,7 @@ export const Volume = Schema.Struct({
   capacity_bytes: Schema.optionalWith(int64, { nullable: true, default: () => 0n }),
   volume_id: Schema.String.pipe(Schema.minLength(1, { message: () => "volume_id is empty" })),
   volume_context: Schema.optionalWith(StringMap, { nullable: true, default: () => ({}) }),
-  content_source: optional(Schema.Unknown),
+  content_source: optionalMessage(Schema.Unknown),
   accessible_topology: Schema.optionalWith(Schema.Array(Topology), {
     nullable: true,
     default: () => [],
@@ -103,7 +103,7 @@ export type GetCapacityResponse = typeof GetCapacityResponse.Type;
 
 export const ProbeResponse = Schema.Struct({
   /** google.protobuf.BoolValue: absent means ready. */
-  ready: optional(
+  ready: optionalMessage(
     Schema.Struct({ value: Schema.optionalWith(Schema.Boolean, { default: () => false }) }),
   ),
 });
@@ -122,8 +122,8 @@ export const GetPluginCapabilitiesResponse = Schema.Struct({
   capabilities: Schema.optionalWith(
     Schema.Array(
       Schema.Struct({
-        service: optional(Schema.Struct({ type: EnumName })),
-        volume_expansion: optional(Schema.Struct({ type: EnumName })),
+        service: optionalMessage(Schema.Struct({ type: EnumName })),
+        volume_expansion: optionalMessage(Schema.Struct({ type: EnumName })),
       }),
     ),
     { nullable: true, default: () => [] },
@@ -133,7 +133,7 @@ export type GetPluginCapabilitiesResponse = typeof GetPluginCapabilitiesResponse
 
 export const ControllerGetCapabilitiesResponse = Schema.Struct({
   capabilities: Schema.optionalWith(
-    Schema.Array(Schema.Struct({ rpc: optional(Schema.Struct({ type: EnumName })) })),
+    Schema.Array(Schema.Struct({ rpc: optionalMessage(Schema.Struct({ type: EnumName })) })),
     { nullable: true, default: () => [] },
   ),
 });

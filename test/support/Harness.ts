@@ -1,6 +1,7 @@
-import { Effect, Layer, Option } from "effect";
+import { type Duration, Effect, Layer, Option, Stream } from "effect";
 import * as ConfigLayer from "../../src/layers/Config.js";
 import * as CsiMemory from "../../src/layers/CsiMemory.js";
+import { Kube, type KubeError } from "../../src/layers/Kube.js";
 import * as KubeMemory from "../../src/layers/KubeMemory.js";
 import { startController } from "../../src/programs/Controller.js";
 import { connectDriver, Driver } from "../../src/programs/Driver.js";
@@ -39,4 +40,28 @@ export const eventsOf = (name?: string) =>
         .filter((e) => name === undefined || e.involvedObject.name === name)
         .map((e) => `${e.type} ${e.reason}: ${e.message}`),
     ),
+  );
+
+/**
+ * The same cluster seen through watches that lag `delay` behind every write, as a loaded API
+ * server's do: the caches hold stale objects while our own writes are on their way.
+ */
+export const laggyWatches = (
+  delay: Duration.DurationInput,
+  volumeDelay: Duration.DurationInput = delay,
+) =>
+  Layer.effect(
+    Kube,
+    Effect.map(KubeMemory.MemoryCluster, (cluster) => {
+      const lag =
+        (by: Duration.DurationInput) =>
+        <A>(stream: Stream.Stream<A, KubeError>) =>
+          stream.pipe(Stream.mapEffect((event) => Effect.delay(Effect.succeed(event), by)));
+      return {
+        ...cluster.kube,
+        watchPersistentVolumeClaims: lag(delay)(cluster.kube.watchPersistentVolumeClaims),
+        watchPersistentVolumes: lag(volumeDelay)(cluster.kube.watchPersistentVolumes),
+        watchStorageClasses: lag(delay)(cluster.kube.watchStorageClasses),
+      };
+    }),
   );
