@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
-import { NodeRuntime } from "@effect/platform-node";
+import v8 from "node:v8";
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime";
 import { Effect, Either, Layer } from "effect";
 import * as ConfigLayer from "./layers/Config.js";
 import { parseCommandLine } from "./layers/Config.js";
@@ -12,6 +13,10 @@ import { startController } from "./programs/Controller.js";
 import { connectDriver, Driver } from "./programs/Driver.js";
 import type { ProvisionerConfig } from "./schemas/Config.js";
 import { flagSpecs } from "./schemas/Config.js";
+
+// A sidecar's memory is shared with its driver's pod: trade some GC time for a heap that stays
+// close to the live set (peak RSS 200 → 127 MiB provisioning 1000 PVCs, see bench/RESULTS.md).
+v8.setFlagsFromString("--optimize-for-size");
 
 const version: string = JSON.parse(
   readFileSync(new URL("../package.json", import.meta.url), "utf8"),

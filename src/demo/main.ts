@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { NodeRuntime } from "@effect/platform-node";
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime";
 import { Clock, Duration, Effect, Layer, Logger, LogLevel, Option, Stream } from "effect";
 import * as ConfigLayer from "../layers/Config.js";
 import * as CsiGrpc from "../layers/CsiGrpc.js";

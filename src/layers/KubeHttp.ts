@@ -1,9 +1,9 @@
 import * as http from "node:http";
 import * as https from "node:https";
 import { createInterface } from "node:readline";
-import { KubeConfig } from "@kubernetes/client-node";
 import { Duration, Effect, type Scope } from "effect";
 import { KubeError, type KubeErrorReason } from "./Kube.js";
+import { readTokenFile, resolveCredentials } from "./KubeCredentials.js";
 import { makeTokenBucket } from "./TokenBucket.js";
 
 /**
@@ -79,99 +79,55 @@ export const errorFrom = (
       `${options.verb} ${options.resource} ${options.object}: HTTP ${status}`,
   });
 
-const loadConfig = (connection: KubeConnection): KubeConfig => {
-  const config = new KubeConfig();
-  if (connection.kubeconfig) config.loadFromFile(connection.kubeconfig);
-  else if (connection.master) {
-    config.loadFromOptions({
-      clusters: [{ name: "master", server: connection.master, skipTLSVerify: false }],
-      users: [{ name: "anonymous" }],
-      contexts: [{ name: "master", cluster: "master", user: "anonymous" }],
-      currentContext: "master",
-    });
-  } else config.loadFromCluster();
-  return config;
-};
-
-/** Credentials and TLS material as client-node resolves them (tokens may rotate: re-read often). */
-const resolveAuth = async (config: KubeConfig) => {
-  const options: https.RequestOptions = {};
-  await config.applyToHTTPSOptions(options);
-  (options.agent as http.Agent | undefined)?.destroy();
-  const headers: Record<string, string> = {};
-  for (const [key, value] of Object.entries(options.headers ?? {})) {
-    if (value !== undefined) headers[key] = String(value);
-  }
-  if (options.auth) headers.Authorization = `Basic ${Buffer.from(options.auth).toString("base64")}`;
-  return { headers, tls: options };
-};
-
 const authRefresh = Duration.toMillis("1 minute");
 
 export const makeKubeRest = (
   connection: KubeConnection,
 ): Effect.Effect<KubeRest, KubeError, Scope.Scope> =>
   Effect.gen(function* () {
-    const config = yield* Effect.try({
-      try: () => loadConfig(connection),
-      catch: (e) =>
-        new KubeError({
-          reason: "Unauthorized",
-          verb: "configure",
-          resource: "kubeconfig",
-          object: connection.kubeconfig,
-          message: `Failed to create config: ${String(e)}`,
-        }),
-    });
-    const cluster = config.getCurrentCluster();
-    if (!cluster) {
-      return yield* new KubeError({
-        reason: "Invalid",
-        verb: "configure",
-        resource: "kubeconfig",
-        object: "",
-        message: "no current cluster in kubeconfig",
-      });
-    }
-    const server = (connection.master || cluster.server).replace(/\/$/, "");
+    const credentials = yield* resolveCredentials(connection);
+    const server = credentials.server;
     const url = new URL(server);
     const secure = url.protocol === "https:";
-    let auth = yield* Effect.tryPromise({
-      try: () => resolveAuth(config),
-      catch: (e) =>
-        new KubeError({
-          reason: "Unauthorized",
-          verb: "authenticate",
-          resource: "kubeconfig",
-          object: "",
-          message: String(e),
-        }),
-    });
+    const agentOptions = { keepAlive: true, maxSockets: Math.max(16, connection.burst) };
     const agent = secure
       ? new https.Agent({
-          keepAlive: true,
-          maxSockets: Math.max(16, connection.burst),
-          ca: auth.tls.ca,
-          cert: auth.tls.cert,
-          key: auth.tls.key,
-          ...(cluster.skipTLSVerify ? { rejectUnauthorized: false } : {}),
-          ...(cluster.tlsServerName ? { servername: cluster.tlsServerName } : {}),
+          ...agentOptions,
+          ...(credentials.ca ? { ca: credentials.ca } : {}),
+          ...(credentials.cert ? { cert: credentials.cert } : {}),
+          ...(credentials.key ? { key: credentials.key } : {}),
+          ...(credentials.skipTLSVerify ? { rejectUnauthorized: false } : {}),
+          ...(credentials.tlsServerName ? { servername: credentials.tlsServerName } : {}),
         })
-      : new http.Agent({ keepAlive: true, maxSockets: Math.max(16, connection.burst) });
+      : new http.Agent(agentOptions);
     yield* Effect.addFinalizer(() => Effect.sync(() => agent.destroy()));
-    // Tokens may rotate (projected ServiceAccount tokens, exec plugins): re-resolve in the
-    // background so that requests never wait for it.
-    yield* Effect.tryPromise(() => resolveAuth(config)).pipe(
-      Effect.tap((fresh) =>
-        Effect.sync(() => {
-          auth = fresh;
-        }),
-      ),
-      Effect.ignore,
-      Effect.delay(authRefresh),
-      Effect.forever,
-      Effect.forkScoped,
-    );
+
+    // Tokens rotate (projected ServiceAccount tokens, exec plugins): refresh them in the
+    // background so that no request waits for it.
+    let headers: Readonly<Record<string, string>> = credentials.headers;
+    const refresh = credentials.tokenFile
+      ? Effect.map(readTokenFile(credentials.tokenFile), (authorization) =>
+          authorization ? { ...headers, Authorization: authorization } : headers,
+        )
+      : credentials.refresh
+        ? Effect.map(
+            Effect.orElseSucceed(resolveCredentials(connection), () => credentials),
+            (c) => c.headers,
+          )
+        : undefined;
+    if (refresh) {
+      headers = yield* refresh;
+      yield* refresh.pipe(
+        Effect.tap((fresh) =>
+          Effect.sync(() => {
+            headers = fresh;
+          }),
+        ),
+        Effect.delay(authRefresh),
+        Effect.forever,
+        Effect.forkScoped,
+      );
+    }
 
     const limiter = makeTokenBucket(connection.qps, connection.burst).limit;
     const prefix = url.pathname === "/" ? "" : url.pathname;
@@ -193,7 +149,7 @@ export const makeKubeRest = (
           method,
           agent,
           headers: {
-            ...auth.headers,
+            ...headers,
             Accept: "application/json",
             ...(payload === undefined ? {} : { "Content-Type": contentType ?? "application/json" }),
           },
