@@ -2,8 +2,9 @@ import { Effect, Schedule, type Scope } from "effect";
 import { Config } from "../layers/Config.js";
 import type { Csi } from "../layers/Csi.js";
 import { Kube } from "../layers/Kube.js";
+import { isForDriver, storageClassOf } from "./Claims.js";
 import { makeVolumeReconciler } from "./Delete.js";
-import type { Driver } from "./Driver.js";
+import { Driver } from "./Driver.js";
 import { EventRecorder, makeEventRecorder } from "./Events.js";
 import { makeInformer } from "./Informer.js";
 import { type InformerStores, Informers } from "./Informers.js";
@@ -11,10 +12,26 @@ import { makeClaimReconciler } from "./Provision.js";
 import { retryBackoff } from "./RetryPolicy.js";
 import { makeWorkQueue, type WorkQueue } from "./WorkQueue.js";
 
+/** Why a claim of ours has no volume yet: what `/debug/pvcs` shows. */
+export interface PendingClaim {
+  readonly namespace: string;
+  readonly name: string;
+  readonly uid: string;
+  readonly storageClass: string;
+  readonly state: "Waiting" | "Queued" | "InProgress" | "InBackground" | "BackingOff";
+  /** Failed attempts since the last success. */
+  readonly attempts: number;
+  readonly lastError: string | undefined;
+  /** Epoch milliseconds of the next retry while backing off. */
+  readonly nextRetryAt: number | undefined;
+}
+
 export interface RunningController {
   readonly claims: WorkQueue;
   readonly volumes: WorkQueue;
   readonly stores: InformerStores;
+  /** Every unbound claim for our driver, with where it stands. */
+  readonly pendingClaims: Effect.Effect<ReadonlyArray<PendingClaim>>;
 }
 
 /**
@@ -29,6 +46,7 @@ export const startController: Effect.Effect<
 > = Effect.gen(function* () {
   const kube = yield* Kube;
   const config = yield* Config;
+  const driver = yield* Driver;
   const backoff = retryBackoff(config.retryIntervalStart, config.retryIntervalMax);
   const claimQueue = yield* makeWorkQueue(backoff);
   const volumeQueue = yield* makeWorkQueue(backoff);
@@ -77,5 +95,34 @@ export const startController: Effect.Effect<
   yield* Effect.logInfo(
     `controller started: ${claims.size()} PVCs, ${volumes.size()} PVs, ${classes.size()} StorageClasses`,
   );
-  return { claims: claimQueue, volumes: volumeQueue, stores };
+  const pendingClaims = Effect.map(claimQueue.status, (statuses) => {
+    const byUid = new Map(statuses.map((status) => [status.key, status]));
+    const pending: Array<PendingClaim> = [];
+    for (const claim of claims.values()) {
+      if (claim.spec.volumeName || !isForDriver(claim, driver.name)) continue;
+      const status = byUid.get(claim.metadata.uid);
+      const background = claimReconciler.inBackground(claim.metadata.uid);
+      pending.push({
+        namespace: claim.metadata.namespace ?? "",
+        name: claim.metadata.name,
+        uid: claim.metadata.uid,
+        storageClass: storageClassOf(claim),
+        state:
+          status?.state === "Processing"
+            ? "InProgress"
+            : status?.state === "BackingOff"
+              ? background
+                ? "InBackground"
+                : "BackingOff"
+              : status?.state === "Queued"
+                ? "Queued"
+                : "Waiting",
+        attempts: status?.failures ?? 0,
+        lastError: status?.lastError,
+        nextRetryAt: status?.nextRetryAt,
+      });
+    }
+    return pending;
+  });
+  return { claims: claimQueue, volumes: volumeQueue, stores, pendingClaims };
 });

@@ -431,5 +431,8 @@ export const makeClaimReconciler = Effect.sync(() => {
       }
     });
 
-  return { reconcile };
+  /** Whether the driver may still be creating this claim's volume (the last attempt said so). */
+  const inBackground = (uid: string) => outcomes.get(uid)?._tag === "InBackground";
+
+  return { reconcile, inBackground };
 });
