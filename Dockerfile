@@ -1,19 +1,20 @@
-# Build stage: compile TypeScript with the full dependency set.
+# Build stage: install everything, compile, then keep only production dependencies.
 FROM node:20-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY proto ./proto
 COPY src ./src
-RUN npm run build && npm prune --omit=dev
+RUN npm run build && npm prune --omit=dev --ignore-scripts && rm -rf node_modules/.cache
 
-# Runtime stage: production dependencies and compiled code only, as a non-root user.
-FROM node:20-bookworm-slim
+# Runtime: distroless Node.js (no shell, no package manager), non-root, compiled code and
+# production dependencies only. The same image carries the reference driver, csi-hostpath-ref.
+FROM gcr.io/distroless/nodejs20-debian12:nonroot
 WORKDIR /app
+COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY --from=build /src/proto ./proto
-COPY package.json ./
 USER 65532:65532
-ENTRYPOINT ["node", "/app/dist/main.js"]
+ENTRYPOINT ["/nodejs/bin/node", "/app/dist/main.js"]

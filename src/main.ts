@@ -7,10 +7,12 @@ import * as ConfigLayer from "./layers/Config.js";
 import { parseCommandLine } from "./layers/Config.js";
 import * as CsiGrpc from "./layers/CsiGrpc.js";
 import { CsiConnection } from "./layers/CsiGrpc.js";
+import { KubeLeases } from "./layers/Kube.js";
 import * as KubeLive from "./layers/KubeLive.js";
 import * as Logging from "./layers/Logging.js";
 import { startController } from "./programs/Controller.js";
 import { connectDriver, Driver } from "./programs/Driver.js";
+import { makeLeaderElector, optionsFromConfig, podEnvironment } from "./programs/LeaderElection.js";
 import type { ProvisionerConfig } from "./schemas/Config.js";
 import { flagSpecs } from "./schemas/Config.js";
 
@@ -37,22 +39,45 @@ const usage = () =>
     `  ${"--version".padEnd(42)} Print the version and exit.`,
   ].join("\n");
 
-/** The sidecar: connect to the driver (SPEC §1), then reconcile until stopped or the driver is lost. */
+/** Leases are only spoken to with --leader-election: no second API connection otherwise. */
+const withoutLeases = Layer.succeed(KubeLeases, {
+  getLease: () => Effect.dieMessage("leader election is off"),
+  createLease: () => Effect.dieMessage("leader election is off"),
+  updateLease: () => Effect.dieMessage("leader election is off"),
+});
+
+/**
+ * The sidecar: connect to the driver (SPEC §1), then, holding the Lease when `--leader-election`
+ * is on, reconcile until stopped, the driver is lost, or leadership is lost.
+ */
 const sidecar = (config: ProvisionerConfig, warnings: ReadonlyArray<string>) =>
   Effect.gen(function* () {
     yield* Effect.logInfo(`csi-provisioner ${version}`);
     for (const warning of warnings) yield* Effect.logWarning(warning);
     const driver = yield* connectDriver;
     yield* Effect.logInfo(`Detected CSI driver ${driver.name} (identity ${driver.identity})`);
-    yield* startController.pipe(Effect.provideService(Driver, driver));
     const connection = yield* CsiConnection;
-    return yield* connection.lost;
+    // Its own scope: losing the Lease or stopping closes it, and with it every controller fiber.
+    const work = startController.pipe(
+      Effect.provideService(Driver, driver),
+      Effect.zipRight(connection.lost),
+      Effect.scoped,
+    );
+    if (!config.leaderElection) return yield* work;
+    const options = optionsFromConfig(config, driver.name, yield* podEnvironment);
+    yield* Effect.logInfo(
+      `leader election on Lease ${options.namespace}/${options.name} as ${options.identity}`,
+    );
+    const elector = yield* makeLeaderElector(options);
+    return yield* elector.run(work);
   }).pipe(
     Effect.scoped,
     Effect.provide(
-      Layer.mergeAll(KubeLive.layer, CsiGrpc.layer).pipe(
-        Layer.provideMerge(ConfigLayer.layer(config)),
-      ),
+      Layer.mergeAll(
+        KubeLive.layer,
+        CsiGrpc.layer,
+        config.leaderElection ? KubeLive.leasesLayer : withoutLeases,
+      ).pipe(Layer.provideMerge(ConfigLayer.layer(config))),
     ),
     Effect.tapError((error) => Effect.logError(error.message)),
     Effect.provide(Logging.layer({ v: config.v, format: config.loggingFormat })),

@@ -56,7 +56,7 @@ describe("configuration", () => {
         const example: Record<string, string> = {
           "log-format": "json",
           "feature-gates": "Topology=true",
-          "leader-election-labels": "team=storage",
+          "leader-election-labels": "team:storage,tier=gold",
         };
         return `--${spec.name}=${example[spec.name] ?? (spec.default || "x")}`;
       });

@@ -1,5 +1,6 @@
 import { Duration, Effect, Either, Layer, Option, Queue, Schedule, Schema, Stream } from "effect";
 import { NewEvent } from "../schemas/Event.js";
+import { Lease } from "../schemas/Lease.js";
 import { CsiNode, Node } from "../schemas/Node.js";
 import { NewPersistentVolume, PersistentVolume } from "../schemas/PersistentVolume.js";
 import { PersistentVolumeClaim } from "../schemas/PersistentVolumeClaim.js";
@@ -15,6 +16,8 @@ import { Config } from "./Config.js";
 import {
   Kube,
   KubeError,
+  KubeLeases,
+  type KubeLeasesService,
   type KubeService,
   type MetadataPatch,
   type ObjectRef,
@@ -373,5 +376,68 @@ export const layer = Layer.scoped(
     const config = yield* Config;
     const rest = yield* makeKubeRest(connectionFrom(config));
     return makeKubeService(rest);
+  }),
+);
+
+const leases = resource("leases", "/apis/coordination.k8s.io/v1", true, Lease);
+
+const leaseBody = (lease: Lease) => ({
+  apiVersion: "coordination.k8s.io/v1",
+  kind: "Lease",
+  ...lease,
+});
+
+export const makeLeaseService = (rest: KubeRest): KubeLeasesService => ({
+  getLease: (ref) =>
+    rest
+      .request({
+        method: "GET",
+        path: pathOf(leases, ref),
+        verb: "get",
+        resource: "leases",
+        object: ref.name,
+      })
+      .pipe(
+        Effect.flatMap((response) => decodeOne(leases, response.body)),
+        Effect.map(Option.some),
+        Effect.catchIf(
+          (e) => e.reason === "NotFound",
+          () => Effect.succeed(Option.none<Lease>()),
+        ),
+      ),
+  createLease: (lease) =>
+    rest
+      .request({
+        method: "POST",
+        path: pathOf(leases, { namespace: lease.metadata.namespace }),
+        body: leaseBody(lease),
+        verb: "create",
+        resource: "leases",
+        object: lease.metadata.name,
+      })
+      .pipe(Effect.flatMap((response) => decodeOne(leases, response.body))),
+  updateLease: (lease) =>
+    rest
+      .request({
+        method: "PUT",
+        path: pathOf(leases, lease.metadata),
+        body: leaseBody(lease),
+        verb: "update",
+        resource: "leases",
+        object: lease.metadata.name,
+      })
+      .pipe(Effect.flatMap((response) => decodeOne(leases, response.body))),
+});
+
+/**
+ * Leases over their own connection and request budget, as upstream gives leader election its own
+ * client: a provisioning storm must never queue a renewal behind PVC traffic.
+ */
+export const leasesLayer = Layer.scoped(
+  KubeLeases,
+  Effect.gen(function* () {
+    const config = yield* Config;
+    const rest = yield* makeKubeRest({ ...connectionFrom(config), qps: 5, burst: 10 });
+    return makeLeaseService(rest);
   }),
 );

@@ -42,9 +42,9 @@ const PositiveDuration = Schema.compose(
 );
 
 /** `key=value,key2=value2`, as Kubernetes' map flags take it. */
-const pairs = (text: string): Array<[string, string]> | undefined => {
+const pairs = (text: string, separator: RegExp): Array<[string, string]> | undefined => {
   if (text.trim() === "") return [];
-  const entries = text.split(",").map((pair) => pair.split("=").map((s) => s.trim()));
+  const entries = text.split(",").map((pair) => pair.split(separator).map((s) => s.trim()));
   return entries.every((e) => e.length === 2 && e[0] !== "")
     ? (entries as Array<[string, string]>)
     : undefined;
@@ -56,7 +56,7 @@ const FeatureGates = Schema.transformOrFail(
   {
     strict: true,
     decode: (text, _, ast) => {
-      const entries = pairs(text);
+      const entries = pairs(text, /=/);
       const gates: Record<string, boolean> = {};
       for (const [key, value] of entries ?? [["", ""]]) {
         const parsed = Schema.decodeEither(Bool)(value);
@@ -88,11 +88,12 @@ const Labels = Schema.transformOrFail(
   {
     strict: true,
     decode: (text, _, ast) => {
-      const entries = pairs(text);
+      // Upstream's syntax is key:value; key=value is accepted too (neither may be in a label).
+      const entries = pairs(text, /[:=]/);
       return entries
         ? ParseResult.succeed(Object.fromEntries(entries))
         : ParseResult.fail(
-            new ParseResult.Type(ast, text, `key=value pairs separated by commas, got "${text}"`),
+            new ParseResult.Type(ast, text, `key:value pairs separated by commas, got "${text}"`),
           );
     },
     encode: (labels) =>
@@ -217,7 +218,12 @@ export const flagSpecs: ReadonlyArray<FlagSpec> = [
   flag("master", "string", "", "Kubernetes API server URL, overriding the kubeconfig's."),
   // Upstream's 5/10 caps a provisioning run at about one PVC a second (five writes each):
   // ours keep the client from being the bottleneck; the API server's own fairness protects it.
-  flag("kube-api-qps", "float", "500", "Sustained Kubernetes API requests per second (upstream: 5)."),
+  flag(
+    "kube-api-qps",
+    "float",
+    "500",
+    "Sustained Kubernetes API requests per second (upstream: 5).",
+  ),
   flag(
     "kube-api-burst",
     "int",
@@ -254,7 +260,7 @@ export const flagSpecs: ReadonlyArray<FlagSpec> = [
     "5s",
     "How often candidates and the leader try to acquire or renew.",
   ),
-  flag("leader-election-labels", "map", "", "Labels to put on the Lease (key=value,...)."),
+  flag("leader-election-labels", "map", "", "Labels to put on the Lease (key:value,...)."),
   flag(
     "http-endpoint",
     "string",
