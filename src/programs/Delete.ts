@@ -144,5 +144,8 @@ export const makeVolumeReconciler = Effect.sync(() => {
       deleted.set(name, pv.metadata.uid);
     });
 
-  return { reconcile };
+  return {
+    /** Every log line of a volume's work names the PV. */
+    reconcile: (name: string) => Effect.annotateLogs(reconcile(name), "pv", name),
+  };
 });

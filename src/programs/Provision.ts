@@ -431,8 +431,20 @@ export const makeClaimReconciler = Effect.sync(() => {
       }
     });
 
+  const outcomesClaim = (uid: string) => {
+    const outcome = outcomes.get(uid);
+    return outcome?._tag === "InBackground" ? outcome.claim : undefined;
+  };
+
   /** Whether the driver may still be creating this claim's volume (the last attempt said so). */
   const inBackground = (uid: string) => outcomes.get(uid)?._tag === "InBackground";
 
-  return { reconcile, inBackground };
+  /** Every log line of a claim's work names the claim. */
+  const reconcileLogged = (uid: string) =>
+    Effect.flatMap(Informers, (stores) => {
+      const claim = stores.claims.get(uid) ?? outcomesClaim(uid);
+      return Effect.annotateLogs(reconcile(uid), "pvc", claim ? objectKey(claim.metadata) : uid);
+    });
+
+  return { reconcile: reconcileLogged, inBackground };
 });
