@@ -5,7 +5,14 @@
  * Results go to bench/out/<timestamp>.json and bench/RESULTS.md.
  */
 import { spawn } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
 import { type RunningControlPlane, start } from "../test/e2e/support/ControlPlane.js";
@@ -77,7 +84,13 @@ const percentile = (values: Array<number>, p: number) => {
 
 const floorEvent = (pvc: k8s.V1PersistentVolumeClaim, reason: string): k8s.CoreV1Event => ({
   metadata: { generateName: `${pvc.metadata?.name}.` },
-  involvedObject: { kind: "PersistentVolumeClaim", apiVersion: "v1", namespace, name: pvc.metadata?.name, uid: pvc.metadata?.uid },
+  involvedObject: {
+    kind: "PersistentVolumeClaim",
+    apiVersion: "v1",
+    namespace,
+    name: pvc.metadata?.name,
+    uid: pvc.metadata?.uid,
+  },
   reason,
   message: `${reason} ${pvc.metadata?.name}`,
   type: "Normal",
@@ -86,7 +99,11 @@ const floorEvent = (pvc: k8s.V1PersistentVolumeClaim, reason: string): k8s.CoreV
 
 /** Busy CPU seconds of the whole machine so far, from /proc/stat. */
 const machineBusySeconds = () => {
-  const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+  const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "")
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
   const idle = (fields[3] ?? 0) + (fields[4] ?? 0);
   return (fields.reduce((a, b) => a + b, 0) - idle) / 100;
 };
@@ -290,7 +307,10 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
                 },
               },
             });
-            await core.createNamespacedEvent({ namespace, body: floorEvent(pvc, "ProvisioningSucceeded") });
+            await core.createNamespacedEvent({
+              namespace,
+              body: floorEvent(pvc, "ProvisioningSucceeded"),
+            });
           }
         }),
       );

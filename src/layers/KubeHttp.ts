@@ -3,7 +3,8 @@ import * as https from "node:https";
 import { createInterface } from "node:readline";
 import { Duration, Effect, type Scope } from "effect";
 import { KubeError, type KubeErrorReason } from "./Kube.js";
-import { readTokenFile, resolveCredentials } from "./KubeCredentials.js";
+import { type Credentials, readTokenFile, resolveCredentials } from "./KubeCredentials.js";
+import { Metrics } from "./Metrics.js";
 import { makeTokenBucket } from "./TokenBucket.js";
 
 /**
@@ -84,8 +85,17 @@ const authRefresh = Duration.toMillis("1 minute");
 export const makeKubeRest = (
   connection: KubeConnection,
 ): Effect.Effect<KubeRest, KubeError, Scope.Scope> =>
+  Effect.flatMap(resolveCredentials(connection), (credentials) =>
+    makeKubeRestWith(credentials, connection),
+  );
+
+/** `makeKubeRest` with credentials already resolved (tests talk to a local plain-HTTP server). */
+export const makeKubeRestWith = (
+  credentials: Credentials,
+  connection: KubeConnection,
+): Effect.Effect<KubeRest, KubeError, Scope.Scope> =>
   Effect.gen(function* () {
-    const credentials = yield* resolveCredentials(connection);
+    const metrics = yield* Metrics;
     const server = credentials.server;
     const url = new URL(server);
     const secure = url.protocol === "https:";
@@ -199,17 +209,32 @@ export const makeKubeRest = (
       });
     };
 
+    /** Counts a request once: by its reply's status, or as `<error>` (client-go's) without one. */
+    const counter = (verb: string) => {
+      let counted = false;
+      return (code: string) => {
+        if (counted) return;
+        counted = true;
+        if (code !== "") metrics.kubeRequest(verb, code);
+      };
+    };
+
     // One callback chain per request rather than an Effect per step: this is on every API call.
     const request = (options: RequestOptions): Effect.Effect<RestResponse, KubeError> =>
       limiter(
         Effect.async<RestResponse, KubeError>((resume) => {
-          const fail = (error: Error) => resume(Effect.fail(unavailable(options)(error)));
+          const count = counter(options.verb);
+          const fail = (error: Error) => {
+            count("<error>");
+            resume(Effect.fail(unavailable(options)(error)));
+          };
           const request = open(
             options.method,
             options.path,
             options.body === undefined ? undefined : JSON.stringify(options.body),
             options.contentType,
-            (response) =>
+            (response) => {
+              count(String(response.statusCode ?? 0));
               collect(
                 response,
                 !options.discardBody,
@@ -220,10 +245,15 @@ export const makeKubeRest = (
                       : Effect.fail(errorFrom(options, status, body)),
                   ),
                 fail,
-              ),
+              );
+            },
             fail,
           );
-          return Effect.sync(() => request.destroy());
+          // Our own cancellation is not an API error.
+          return Effect.sync(() => {
+            count("");
+            request.destroy();
+          });
         }),
       );
 
@@ -233,7 +263,11 @@ export const makeKubeRest = (
     ): Effect.Effect<void, KubeError> =>
       Effect.async<void, KubeError>((resume) => {
         const what = { verb: "watch", resource: path.split("?")[0] ?? path, object: "" };
-        const fail = (error: Error) => resume(Effect.fail(unavailable(what)(error)));
+        const count = counter("watch");
+        const fail = (error: Error) => {
+          count("<error>");
+          resume(Effect.fail(unavailable(what)(error)));
+        };
         let response: http.IncomingMessage | undefined;
         const request = open(
           "GET",
@@ -242,6 +276,7 @@ export const makeKubeRest = (
           undefined,
           (reply) => {
             response = reply;
+            count(String(reply.statusCode ?? 0));
             if (reply.statusCode !== 200) {
               collect(
                 reply,
@@ -270,6 +305,7 @@ export const makeKubeRest = (
           fail,
         );
         return Effect.sync(() => {
+          count("");
           request.destroy();
           response?.destroy();
         });

@@ -1,13 +1,17 @@
-import { Effect, Schedule, type Scope } from "effect";
+import { type Clock, Effect, Schedule, type Scope } from "effect";
 import { Config } from "../layers/Config.js";
 import type { Csi } from "../layers/Csi.js";
 import { Kube } from "../layers/Kube.js";
+import { Metrics, type MetricsService } from "../layers/Metrics.js";
+import { annotation } from "../schemas/ObjectMeta.js";
+import type { PersistentVolume } from "../schemas/PersistentVolume.js";
 import { isForDriver, storageClassOf } from "./Claims.js";
 import { makeVolumeReconciler } from "./Delete.js";
 import { Driver } from "./Driver.js";
-import { EventRecorder, makeEventRecorder } from "./Events.js";
+import { EventRecorder, type EventRecorderService, makeEventRecorder } from "./Events.js";
 import { makeInformer } from "./Informer.js";
 import { type InformerStores, Informers } from "./Informers.js";
+import { Annotation, ReclaimPolicy } from "./Names.js";
 import { makeClaimReconciler } from "./Provision.js";
 import { retryBackoff } from "./RetryPolicy.js";
 import { makeWorkQueue, type WorkQueue } from "./WorkQueue.js";
@@ -47,21 +51,31 @@ export const startController: Effect.Effect<
   const kube = yield* Kube;
   const config = yield* Config;
   const driver = yield* Driver;
+  const metrics = yield* Metrics;
+  metrics.setDriverName(driver.name);
+  const latencies = trackLatencies(metrics, driver.name, yield* Effect.clock);
   const backoff = retryBackoff(config.retryIntervalStart, config.retryIntervalMax);
-  const claimQueue = yield* makeWorkQueue(backoff);
-  const volumeQueue = yield* makeWorkQueue(backoff);
+  // Upstream's queue names (sig-storage-lib-external-provisioner), for client-go style metrics.
+  const claimQueue = yield* makeWorkQueue(backoff, "claims");
+  const volumeQueue = yield* makeWorkQueue(backoff, "volumes");
 
   const claims = yield* makeInformer(
     "PersistentVolumeClaims",
     kube.watchPersistentVolumeClaims,
     (claim) => claim.metadata.uid,
-    (uid) => claimQueue.add(uid),
+    (uid, _, current) => {
+      if (!current) latencies.claimGone(uid);
+      return claimQueue.add(uid);
+    },
   );
   const volumes = yield* makeInformer(
     "PersistentVolumes",
     kube.watchPersistentVolumes,
     (pv) => pv.metadata.name,
-    (name, _, current) => (current ? volumeQueue.add(name) : Effect.void),
+    (name, _, current) => {
+      latencies.volumeChanged(name, current);
+      return current ? volumeQueue.add(name) : Effect.void;
+    },
   );
   const classes = yield* makeInformer(
     "StorageClasses",
@@ -80,7 +94,10 @@ export const startController: Effect.Effect<
 
   const claimReconciler = yield* makeClaimReconciler;
   const volumeReconciler = yield* makeVolumeReconciler;
-  const recorder = yield* makeEventRecorder();
+  const recorder = latencies.recorder(yield* makeEventRecorder(), (uid) => {
+    const claim = claims.get(uid);
+    return claim ? storageClassOf(claim) : "";
+  });
   const withCaches = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     effect.pipe(
       Effect.provideService(Informers, stores),
@@ -124,5 +141,66 @@ export const startController: Effect.Effect<
     }
     return pending;
   });
+  yield* metrics.watchPendingClaims(pendingClaims);
   return { claims: claimQueue, volumes: volumeQueue, stores, pendingClaims };
 });
+
+/**
+ * End-to-end latencies, observed where they show without touching the reconcilers: provisioning
+ * from a claim's first Provisioning event (an attempt that goes to the driver) to its
+ * ProvisioningSucceeded (PV saved), across retries; deletion from a PV of ours with reclaim policy
+ * Delete seen Released to the PV gone. Entries go when their object does.
+ */
+const trackLatencies = (metrics: MetricsService, driverName: string, clock: Clock.Clock) => {
+  const provisioning = new Map<string, { readonly at: number; readonly storageClass: string }>();
+  const deleting = new Map<string, { readonly at: number; readonly storageClass: string }>();
+  const seconds = (at: number) => (clock.unsafeCurrentTimeMillis() - at) / 1000;
+  const isOurs = (pv: PersistentVolume) =>
+    annotation(pv.metadata, Annotation.provisionedBy) === driverName ||
+    annotation(pv.metadata, Annotation.migratedTo) === driverName;
+  return {
+    claimGone: (uid: string) => {
+      provisioning.delete(uid);
+    },
+    volumeChanged: (name: string, current: PersistentVolume | undefined) => {
+      const started = deleting.get(name);
+      if (!current) {
+        deleting.delete(name);
+        if (started) metrics.deleted(started.storageClass, seconds(started.at));
+      } else if (
+        !started &&
+        current.status?.phase === "Released" &&
+        current.spec.persistentVolumeReclaimPolicy === ReclaimPolicy.delete &&
+        isOurs(current)
+      ) {
+        const storageClass = current.spec.storageClassName ?? "";
+        deleting.set(name, { at: clock.unsafeCurrentTimeMillis(), storageClass });
+      }
+    },
+    recorder: (
+      recorder: EventRecorderService,
+      classOf: (uid: string) => string,
+    ): EventRecorderService => ({
+      record: (event) => {
+        const uid = event.involvedObject.uid;
+        if (event.involvedObject.kind !== "PersistentVolumeClaim") return recorder.record(event);
+        if (event.reason === "ProvisioningSucceeded") {
+          const started = provisioning.get(uid);
+          provisioning.delete(uid);
+          if (started) metrics.provisioned(started.storageClass, seconds(started.at));
+        } else if (
+          event.reason === "Provisioning" &&
+          // Not the populator's notice: no PV of ours follows it.
+          event.message.startsWith("External provisioner") &&
+          !provisioning.has(uid)
+        ) {
+          provisioning.set(uid, {
+            at: clock.unsafeCurrentTimeMillis(),
+            storageClass: classOf(uid),
+          });
+        }
+        return recorder.record(event);
+      },
+    }),
+  };
+};

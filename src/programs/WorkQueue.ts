@@ -4,11 +4,13 @@ import {
   Effect,
   Exit,
   FiberMap,
+  Option,
   Queue,
   type Schedule,
   ScheduleDecision,
   ScheduleIntervals,
 } from "effect";
+import { Metrics } from "../layers/Metrics.js";
 
 /** Where a key stands, for the debug endpoint and for tests. */
 export interface KeyStatus {
@@ -47,12 +49,23 @@ export interface WorkQueue {
   ) => Effect.Effect<never, never, R>;
 }
 
-/** A keyed work queue in the manner of client-go's rate-limited workqueue, built on Effect. */
-export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>) =>
+/**
+ * A keyed work queue in the manner of client-go's rate-limited workqueue, built on Effect. A named
+ * queue reports its adds, retries, depth and keys in flight as client-go's named queues do.
+ */
+export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name?: string) =>
   Effect.gen(function* () {
     const queue = yield* Queue.unbounded<string>();
     const retries = yield* FiberMap.make<string>();
     const entries = new Map<string, Entry>();
+    const metrics = yield* Metrics;
+    let inFlight = 0;
+    if (name !== undefined) {
+      yield* metrics.watchQueue(name, {
+        depth: () => Option.getOrElse(queue.unsafeSize(), () => 0),
+        inFlight: () => inFlight,
+      });
+    }
 
     const entryOf = (key: string): Entry => {
       let entry = entries.get(key);
@@ -81,6 +94,7 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>) =>
         }
         entry.queued = true;
         queue.unsafeOffer(key);
+        if (name !== undefined) metrics.queueAdded(name);
         return Effect.void;
       });
 
@@ -99,6 +113,7 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>) =>
         entry.failures += 1;
         entry.lastError = error;
         entry.retryAt = now + delay;
+        if (name !== undefined) metrics.queueRetried(name);
         yield* Effect.logDebug(
           `retrying ${key} in ${Duration.format(Duration.millis(delay))}: ${error}`,
         );
@@ -123,7 +138,10 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>) =>
           const entry = entryOf(key);
           entry.queued = false;
           entry.processing = true;
+          inFlight++;
           const exit = yield* Effect.exit(handle(key));
+          // Not decremented when interrupted: only a closing scope interrupts, unwatching the queue.
+          inFlight--;
           entry.processing = false;
           if (Exit.isSuccess(exit)) {
             entry.failures = 0;
