@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import v8 from "node:v8";
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime";
-import { Effect, Either, Layer } from "effect";
+import { Effect, Either, Layer, Option, Ref } from "effect";
 import * as ConfigLayer from "./layers/Config.js";
 import { parseCommandLine } from "./layers/Config.js";
 import * as CsiGrpc from "./layers/CsiGrpc.js";
@@ -10,7 +10,12 @@ import { CsiConnection } from "./layers/CsiGrpc.js";
 import { KubeLeases } from "./layers/Kube.js";
 import * as KubeLive from "./layers/KubeLive.js";
 import * as Logging from "./layers/Logging.js";
-import { startController } from "./programs/Controller.js";
+import * as Metrics from "./layers/Metrics.js";
+import {
+  type PendingClaim,
+  type RunningController,
+  startController,
+} from "./programs/Controller.js";
 import { connectDriver, Driver } from "./programs/Driver.js";
 import { makeLeaderElector, optionsFromConfig, podEnvironment } from "./programs/LeaderElection.js";
 import type { ProvisionerConfig } from "./schemas/Config.js";
@@ -50,25 +55,51 @@ const withoutLeases = Layer.succeed(KubeLeases, {
  * The sidecar: connect to the driver (SPEC §1), then, holding the Lease when `--leader-election`
  * is on, reconcile until stopped, the driver is lost, or leadership is lost.
  */
-const sidecar = (config: ProvisionerConfig, warnings: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
+const sidecar = (config: ProvisionerConfig, warnings: ReadonlyArray<string>) => {
+  const endpoint = config.httpEndpoint || config.metricsAddress;
+  return Effect.gen(function* () {
     yield* Effect.logInfo(`csi-provisioner ${version}`);
     for (const warning of warnings) yield* Effect.logWarning(warning);
     const driver = yield* connectDriver;
     yield* Effect.logInfo(`Detected CSI driver ${driver.name} (identity ${driver.identity})`);
     const connection = yield* CsiConnection;
+    const running = yield* Ref.make(Option.none<RunningController>());
+
     // Its own scope: losing the Lease or stopping closes it, and with it every controller fiber.
-    const work = startController.pipe(
-      Effect.provideService(Driver, driver),
-      Effect.zipRight(connection.lost),
-      Effect.scoped,
-    );
-    if (!config.leaderElection) return yield* work;
-    const options = optionsFromConfig(config, driver.name, yield* podEnvironment);
+    // A stop (SIGTERM, SIGINT) first drains: operations in progress finish instead of breaking.
+    const work = Effect.gen(function* () {
+      const controller = yield* startController.pipe(Effect.provideService(Driver, driver));
+      yield* Ref.set(running, Option.some(controller));
+      return yield* connection.lost.pipe(Effect.onInterrupt(() => controller.drain));
+    }).pipe(Effect.ensuring(Ref.set(running, Option.none())), Effect.scoped);
+
+    const election = config.leaderElection
+      ? optionsFromConfig(config, driver.name, yield* podEnvironment)
+      : undefined;
+    const elector = election ? yield* makeLeaderElector(election) : undefined;
+    if (endpoint) {
+      // Loaded only when asked for: the HTTP server's modules cost ~20 MiB of memory.
+      const HttpServer = yield* Effect.promise(() => import("./layers/HttpServer.js"));
+      const pendingClaims = Effect.flatMap(
+        Ref.get(running),
+        Option.match({
+          onNone: () => Effect.succeed<ReadonlyArray<PendingClaim>>([]),
+          onSome: (controller) => controller.pendingClaims,
+        }),
+      );
+      // Served before the Lease is ours: replicas waiting for it still answer their probes.
+      const bound = yield* HttpServer.serve({
+        address: endpoint,
+        metricsPath: config.metricsPath,
+        pendingClaims,
+        ...(elector ? { leaderHealthy: elector.healthy } : {}),
+      });
+      yield* Effect.logInfo(`HTTP endpoint on ${bound.hostname}:${bound.port}`);
+    }
+    if (!elector || !election) return yield* work;
     yield* Effect.logInfo(
-      `leader election on Lease ${options.namespace}/${options.name} as ${options.identity}`,
+      `waiting to lead on Lease ${election.namespace}/${election.name} as ${election.identity}`,
     );
-    const elector = yield* makeLeaderElector(options);
     return yield* elector.run(work);
   }).pipe(
     Effect.scoped,
@@ -79,9 +110,11 @@ const sidecar = (config: ProvisionerConfig, warnings: ReadonlyArray<string>) =>
         config.leaderElection ? KubeLive.leasesLayer : withoutLeases,
       ).pipe(Layer.provideMerge(ConfigLayer.layer(config))),
     ),
+    Effect.provide(endpoint ? Metrics.layerPrometheus() : Metrics.layerNoop),
     Effect.tapError((error) => Effect.logError(error.message)),
     Effect.provide(Logging.layer({ v: config.v, format: config.loggingFormat })),
   );
+};
 
 const commandLine = parseCommandLine(process.argv.slice(2), process.env);
 if (Either.isLeft(commandLine)) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest";
-import { Duration, Effect, Exit, Layer, Scope, TestClock } from "effect";
+import { Duration, Effect, Exit, Fiber, Layer, Scope, TestClock } from "effect";
 import { Behaviour, MemoryDriver } from "../src/layers/CsiMemory.js";
 import { MemoryCluster } from "../src/layers/KubeMemory.js";
 import { claim, storageClass } from "./support/Fixtures.js";
@@ -161,5 +161,31 @@ describe("SPEC §8 with caches that lag behind our own writes", () => {
       }).pipe(
         Effect.provide(Layer.provideMerge(laggyWatches("100 millis", "2 seconds"), harness())),
       ),
+  );
+});
+
+describe("graceful stop (issue: operations)", () => {
+  it.scoped(
+    "draining lets an in-flight CreateVolume finish and save its PV; no new work starts",
+    () =>
+      Effect.gen(function* () {
+        const cluster = yield* MemoryCluster;
+        const driver = yield* MemoryDriver;
+        yield* cluster.create("storageclasses", storageClass("fast"));
+        const controller = yield* startProvisioner;
+        yield* driver.script("CreateVolume", Behaviour.delay(Duration.seconds(5)));
+        yield* cluster.create("persistentvolumeclaims", claim("a"));
+        yield* TestClock.adjust("1 second");
+        const stopping = yield* Effect.fork(controller.drain);
+        yield* TestClock.adjust("10 millis");
+        yield* cluster.create("persistentvolumeclaims", claim("b"));
+        yield* TestClock.adjust("2990 millis");
+        expect(stopping.unsafePoll()).toBeNull();
+        yield* TestClock.adjust("1 second");
+        yield* Fiber.join(stopping);
+        expect((yield* getRaw("persistentvolumeclaims", "default/a")).status.phase).toBe("Bound");
+        expect(yield* finalizersOf("a")).toEqual([]);
+        expect((yield* driver.callsTo("CreateVolume")).map((c) => c.startedAt)).toEqual([0]);
+      }).pipe(Effect.provide(harness())),
   );
 });

@@ -1,4 +1,4 @@
-import { type Clock, Effect, Schedule, type Scope } from "effect";
+import { type Clock, Duration, Effect, Schedule, type Scope } from "effect";
 import { Config } from "../layers/Config.js";
 import type { Csi } from "../layers/Csi.js";
 import { Kube } from "../layers/Kube.js";
@@ -36,6 +36,11 @@ export interface RunningController {
   readonly stores: InformerStores;
   /** Every unbound claim for our driver, with where it stands. */
   readonly pendingClaims: Effect.Effect<ReadonlyArray<PendingClaim>>;
+  /**
+   * A graceful stop's first step: take no new work and let operations in progress finish (their
+   * CSI calls end by --timeout), so nothing is interrupted half-way; the scope closes after.
+   */
+  readonly drain: Effect.Effect<void>;
 }
 
 /**
@@ -109,6 +114,7 @@ export const startController: Effect.Effect<
   yield* volumeQueue
     .run(config.workerThreads, volumeReconciler.reconcile)
     .pipe(withCaches, Effect.forkScoped);
+
   yield* Effect.logInfo(
     `controller started: ${claims.size()} PVCs, ${volumes.size()} PVs, ${classes.size()} StorageClasses`,
   );
@@ -142,7 +148,15 @@ export const startController: Effect.Effect<
     return pending;
   });
   yield* metrics.watchPendingClaims(pendingClaims);
-  return { claims: claimQueue, volumes: volumeQueue, stores, pendingClaims };
+  const drain = Effect.gen(function* () {
+    yield* Effect.logInfo("stopping: letting operations in progress finish");
+    const deadline = Duration.sum(config.timeout, Duration.seconds(5));
+    yield* Effect.all([claimQueue.drain(deadline), volumeQueue.drain(deadline)], {
+      concurrency: "unbounded",
+      discard: true,
+    });
+  });
+  return { claims: claimQueue, volumes: volumeQueue, stores, pendingClaims, drain };
 });
 
 /**

@@ -1,5 +1,6 @@
 import {
   Cause,
+  Deferred,
   Duration,
   Effect,
   Exit,
@@ -47,6 +48,11 @@ export interface WorkQueue {
     workers: number,
     handle: (key: string) => Effect.Effect<void, { readonly message: string }, R>,
   ) => Effect.Effect<never, never, R>;
+  /**
+   * Stops taking new keys and waits (at most `deadline`) for the runs in progress to finish:
+   * a graceful stop lets in-flight operations complete instead of interrupting them.
+   */
+  readonly drain: (deadline: Duration.DurationInput) => Effect.Effect<void>;
 }
 
 /**
@@ -142,6 +148,7 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
           const exit = yield* Effect.exit(handle(key));
           // Not decremented when interrupted: only a closing scope interrupts, unwatching the queue.
           inFlight--;
+          if (draining && inFlight === 0) yield* Deferred.succeed(idle, undefined);
           entry.processing = false;
           if (Exit.isSuccess(exit)) {
             entry.failures = 0;
@@ -164,17 +171,34 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
           yield* scheduleRetry(key, entry, message);
         });
 
+    let draining = false;
+    const idle = yield* Deferred.make<void>();
+
     // Plain worker fibers taking from the queue: a concurrent Stream.mapEffect costs about a
-    // hundred times more per key (bench/README.md), and keys are the hot path.
+    // hundred times more per key (see bench/RESULTS.md), and keys are the hot path.
     const run = <R>(
       workers: number,
       handle: (key: string) => Effect.Effect<void, { readonly message: string }, R>,
     ): Effect.Effect<never, never, R> =>
       Effect.forEach(
         Array.from({ length: workers }, (_, i) => i),
-        () => Effect.forever(Effect.flatMap(Queue.take(queue), processOne(handle))),
+        () =>
+          Effect.forever(
+            // Once draining, a key taken is left for the next start (which relists everything).
+            Effect.flatMap(Queue.take(queue), (key) =>
+              draining ? Effect.never : processOne(handle)(key),
+            ),
+          ),
         { concurrency: "unbounded", discard: true },
       ).pipe(Effect.zipRight(Effect.never));
+
+    const drain = (deadline: Duration.DurationInput) =>
+      Effect.suspend(() => {
+        draining = true;
+        return inFlight === 0
+          ? Effect.void
+          : Effect.ignore(Effect.timeout(Deferred.await(idle), deadline));
+      });
 
     const status = Effect.sync(() =>
       [...entries].map(
@@ -192,5 +216,5 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
       ),
     );
 
-    return { add, status, depth: Queue.size(queue), run } satisfies WorkQueue;
+    return { add, status, depth: Queue.size(queue), run, drain } satisfies WorkQueue;
   });

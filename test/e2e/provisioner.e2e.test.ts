@@ -474,7 +474,7 @@ describe("csi-provisioner on a real control plane", () => {
     await claim(namespace, "after", className);
     await bound(namespace, "after", 30_000, logs);
     expect(s.child.exitCode).toBeNull();
-    expect(s.output()).toMatch(/list\+watch of persistentvolumeclaims failed, retrying/);
+    expect(s.output()).toMatch(/watch of persistentvolumeclaims failed, resuming/);
   });
 
   it("relists when a resumed watch is answered 410 Gone, and provisions afterwards", async () => {
