@@ -14,22 +14,10 @@ import {
   startDriver,
   waitFor,
 } from "../test/e2e/support/Processes.js";
+import { pool } from "./support.js";
 
 const pairs = Number(process.argv[2] ?? 20000);
 const namespace = "bench";
-
-const pool = async <A>(
-  items: ReadonlyArray<A>,
-  limit: number,
-  task: (item: A) => Promise<unknown>,
-) => {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: limit }, async () => {
-      while (next < items.length) await task(items[next++] as A);
-    }),
-  );
-};
 
 const rss = (pid: number) => {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");

@@ -22,6 +22,7 @@ import {
   startDriver,
   waitFor,
 } from "../test/e2e/support/Processes.js";
+import { pool } from "./support.js";
 
 type Mode = "floor" | "ours";
 
@@ -163,20 +164,6 @@ const watchForever = <A extends k8s.KubernetesObject>(
       current?.abort();
     },
   };
-};
-
-/** Runs `task` over `items` with at most `limit` in flight. */
-const pool = async <A>(
-  items: ReadonlyArray<A>,
-  limit: number,
-  task: (item: A) => Promise<unknown>,
-) => {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: limit }, async () => {
-      while (next < items.length) await task(items[next++] as A);
-    }),
-  );
 };
 
 /** Audit only the sidecar's ServiceAccount: an outside count of the requests it makes. */

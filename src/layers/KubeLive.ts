@@ -102,24 +102,32 @@ const watchBackoff = Schedule.exponential(Duration.seconds(1)).pipe(
   Schedule.union(Schedule.spaced(Duration.seconds(30))),
 );
 
+/** One object, decoded; a missing one is `None`. */
+const getObject = <A, I>(
+  rest: KubeRest,
+  r: Resource<A, I>,
+  ref: { namespace?: string; name: string },
+) =>
+  rest
+    .request({
+      method: "GET",
+      path: pathOf(r, ref),
+      verb: "get",
+      resource: r.name,
+      object: ref.name,
+    })
+    .pipe(
+      Effect.flatMap((response) => decodeOne(r, response.body)),
+      Effect.map(Option.some),
+      Effect.catchIf(
+        (e) => e.reason === "NotFound",
+        () => Effect.succeed(Option.none<A>()),
+      ),
+    );
+
 export const makeKubeService = (rest: KubeRest): KubeService => {
   const get = <A, I>(r: Resource<A, I>, ref: { namespace?: string; name: string }) =>
-    rest
-      .request({
-        method: "GET",
-        path: pathOf(r, ref),
-        verb: "get",
-        resource: r.name,
-        object: ref.name,
-      })
-      .pipe(
-        Effect.flatMap((response) => decodeOne(r, response.body)),
-        Effect.map(Option.some),
-        Effect.catchIf(
-          (e) => e.reason === "NotFound",
-          () => Effect.succeed(Option.none<A>()),
-        ),
-      );
+    getObject(rest, r, ref);
 
   /** Lists in pages; returns decoded items (malformed ones logged and skipped) and the list's version. */
   const list = <A, I>(r: Resource<A, I>) =>
@@ -388,23 +396,7 @@ const leaseBody = (lease: Lease) => ({
 });
 
 export const makeLeaseService = (rest: KubeRest): KubeLeasesService => ({
-  getLease: (ref) =>
-    rest
-      .request({
-        method: "GET",
-        path: pathOf(leases, ref),
-        verb: "get",
-        resource: "leases",
-        object: ref.name,
-      })
-      .pipe(
-        Effect.flatMap((response) => decodeOne(leases, response.body)),
-        Effect.map(Option.some),
-        Effect.catchIf(
-          (e) => e.reason === "NotFound",
-          () => Effect.succeed(Option.none<Lease>()),
-        ),
-      ),
+  getLease: (ref) => getObject(rest, leases, ref),
   createLease: (lease) =>
     rest
       .request({
