@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import v8 from "node:v8";
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime";
-import { Effect, Either, Layer, Option, Ref } from "effect";
+import { Effect, Either, Fiber, Layer, Option, Ref } from "effect";
 import * as ConfigLayer from "./layers/Config.js";
 import { parseCommandLine } from "./layers/Config.js";
 import * as CsiGrpc from "./layers/CsiGrpc.js";
@@ -67,10 +67,16 @@ const sidecar = (config: ProvisionerConfig, warnings: ReadonlyArray<string>) => 
 
     // Its own scope: losing the Lease or stopping closes it, and with it every controller fiber.
     // A stop (SIGTERM, SIGINT) first drains: operations in progress finish instead of breaking.
+    // Losing the Lease does not drain: another replica may hold it already, so the work stops at
+    // once (upstream exits on the spot). Both reach the work as an interruption; `stopping`, set
+    // before a stop interrupts the work (see below), tells them apart.
+    const stopping = yield* Ref.make(false);
     const work = Effect.gen(function* () {
       const controller = yield* startController.pipe(Effect.provideService(Driver, driver));
       yield* Ref.set(running, Option.some(controller));
-      return yield* connection.lost.pipe(Effect.onInterrupt(() => controller.drain));
+      return yield* connection.lost.pipe(
+        Effect.onInterrupt(() => Effect.whenEffect(controller.drain, Ref.get(stopping))),
+      );
     }).pipe(Effect.ensuring(Ref.set(running, Option.none())), Effect.scoped);
 
     const election = config.leaderElection
@@ -88,19 +94,26 @@ const sidecar = (config: ProvisionerConfig, warnings: ReadonlyArray<string>) => 
         }),
       );
       // Served before the Lease is ours: replicas waiting for it still answer their probes.
-      const bound = yield* HttpServer.serve({
+      // `serve` logs the address and the port bound itself (one line per event, not two).
+      yield* HttpServer.serve({
         address: endpoint,
         metricsPath: config.metricsPath,
         pendingClaims,
         ...(elector ? { leaderHealthy: elector.healthy } : {}),
       });
-      yield* Effect.logInfo(`HTTP endpoint on ${bound.hostname}:${bound.port}`);
     }
-    if (!elector || !election) return yield* work;
-    yield* Effect.logInfo(
-      `waiting to lead on Lease ${election.namespace}/${election.name} as ${election.identity}`,
+    if (elector && election) {
+      yield* Effect.logInfo(
+        `waiting to lead on Lease ${election.namespace}/${election.name} as ${election.identity}`,
+      );
+    }
+    // In a fiber of its own: a stop interrupts this fiber (runMain, on SIGTERM/SIGINT), which
+    // marks the stop before interrupting the work. Were the work run here, the stop would reach
+    // it first, through the elector's scope, indistinguishable from a lost Lease.
+    const worker = yield* Effect.fork(elector ? elector.run(work) : work);
+    return yield* Fiber.join(worker).pipe(
+      Effect.onInterrupt(() => Effect.zipRight(Ref.set(stopping, true), Fiber.interrupt(worker))),
     );
-    return yield* elector.run(work);
   }).pipe(
     Effect.scoped,
     Effect.provide(
