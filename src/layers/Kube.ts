@@ -50,7 +50,14 @@ export type WatchEvent<A> =
  */
 export interface MetadataPatch {
   readonly resourceVersion?: string;
+  /** Replaces the list (a JSON merge patch). */
   readonly finalizers?: ReadonlyArray<string>;
+  /**
+   * Adds or removes single finalizers and leaves the others alone, whatever changed meanwhile (a
+   * strategic merge patch, as upstream patches its finalizers): no resourceVersion, no conflicts.
+   */
+  readonly addFinalizers?: ReadonlyArray<string>;
+  readonly removeFinalizers?: ReadonlyArray<string>;
   readonly annotations?: Readonly<Record<string, string | null>>;
 }
 

@@ -256,22 +256,36 @@ export const makeKubeService = (rest: KubeRest): KubeService => {
   const listAll = <A, I>(r: Resource<A, I>) =>
     Effect.map(list(r), (l) => l.items as ReadonlyArray<A>);
 
+  /**
+   * Metadata changes: a whole finalizer list goes as a JSON merge patch; single finalizers as a
+   * strategic merge patch (ObjectMeta.finalizers merges), which touches nothing else.
+   */
   const patch = <A, I>(
     r: Resource<A, I>,
     ref: { namespace?: string; name: string },
     change: MetadataPatch,
-  ) =>
-    rest
+  ) => {
+    const { addFinalizers, removeFinalizers, ...rest_ } = change;
+    const strategic = addFinalizers !== undefined || removeFinalizers !== undefined;
+    const metadata = {
+      ...rest_,
+      ...(addFinalizers ? { finalizers: addFinalizers } : {}),
+      ...(removeFinalizers ? { "$deleteFromPrimitiveList/finalizers": removeFinalizers } : {}),
+    };
+    return rest
       .request({
         method: "PATCH",
         path: pathOf(r, ref),
-        body: { metadata: change },
-        contentType: "application/merge-patch+json",
+        body: { metadata },
+        contentType: strategic
+          ? "application/strategic-merge-patch+json"
+          : "application/merge-patch+json",
         verb: "patch",
         resource: r.name,
         object: ref.name,
       })
       .pipe(Effect.flatMap((response) => decodeOne(r, response.body)));
+  };
 
   const vacPaths = ["/apis/storage.k8s.io/v1", "/apis/storage.k8s.io/v1beta1"];
 

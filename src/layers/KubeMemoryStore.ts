@@ -326,11 +326,14 @@ export class MemoryStore {
       }
       const next = structuredClone(before) as Draft;
       const meta = next.metadata as Draft;
-      if (patch.finalizers !== undefined) {
-        // Empty lists are omitted when served (omitempty), so drop the field.
-        if (patch.finalizers.length === 0) delete meta.finalizers;
-        else meta.finalizers = [...patch.finalizers];
-      }
+      const current = Array.isArray(meta.finalizers) ? (meta.finalizers as Array<string>) : [];
+      const finalizers = patch.finalizers ?? [
+        ...current.filter((f) => !(patch.removeFinalizers ?? []).includes(f)),
+        ...(patch.addFinalizers ?? []).filter((f) => !current.includes(f)),
+      ];
+      // Empty lists are omitted when served (omitempty), so drop the field.
+      if (finalizers.length === 0) delete meta.finalizers;
+      else meta.finalizers = [...finalizers];
       if (patch.annotations !== undefined) {
         const annotations: Draft = recordOf(meta.annotations) ?? {};
         for (const [key, value] of Object.entries(patch.annotations)) {

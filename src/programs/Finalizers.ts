@@ -4,92 +4,68 @@ import type { ObjectMeta } from "../schemas/ObjectMeta.js";
 import type { PersistentVolume } from "../schemas/PersistentVolume.js";
 import type { PersistentVolumeClaim } from "../schemas/PersistentVolumeClaim.js";
 
-const conflictRetries = 5;
-
 /**
- * Changes an object's metadata with a conditional merge patch, so a concurrent writer's finalizers
- * or annotations are never overwritten: on Conflict it re-reads the object and tries again. An
- * object that is gone needs no change.
+ * Metadata changes that touch only what they name (strategic merge patches: one finalizer added or
+ * removed, one annotation dropped), so they need no resourceVersion and never conflict with the
+ * PV controller's concurrent writes. Nothing to change is no request; an object that is gone needs
+ * no change (`None`).
  */
-const patchMetadata = <A extends { readonly metadata: ObjectMeta }>(
-  current: A,
-  read: Effect.Effect<Option.Option<A>, KubeError>,
+const patchIfNeeded = <A>(
+  change: MetadataPatch | undefined,
   write: (patch: MetadataPatch) => Effect.Effect<A, KubeError>,
-  change: (metadata: ObjectMeta) => Omit<MetadataPatch, "resourceVersion"> | undefined,
+  unchanged: A,
 ): Effect.Effect<Option.Option<A>, KubeError> =>
-  Effect.gen(function* () {
-    let object = current;
-    for (let attempt = 0; ; attempt++) {
-      const patch = change(object.metadata);
-      if (patch === undefined) return Option.some(object);
-      const result = yield* write({
-        ...patch,
-        ...(object.metadata.resourceVersion
-          ? { resourceVersion: object.metadata.resourceVersion }
-          : {}),
-      }).pipe(
+  change === undefined
+    ? Effect.succeed(Option.some(unchanged))
+    : write(change).pipe(
         Effect.map(Option.some),
         Effect.catchIf(
           (error) => error.reason === "NotFound",
           () => Effect.succeed(Option.none<A>()),
         ),
-        Effect.catchIf(
-          (error) => error.reason === "Conflict" && attempt < conflictRetries,
-          () => Effect.succeed(undefined),
-        ),
       );
-      if (result !== undefined) return result;
-      const fresh = yield* read;
-      if (Option.isNone(fresh)) return fresh;
-      object = fresh.value;
-    }
-  });
 
-const withFinalizer = (finalizer: string, present: boolean) => (metadata: ObjectMeta) => {
-  const finalizers = metadata.finalizers ?? [];
-  if (finalizers.includes(finalizer) === present) return undefined;
-  return {
-    finalizers: present ? [...finalizers, finalizer] : finalizers.filter((f) => f !== finalizer),
-  };
-};
+const finalizerChange = (metadata: ObjectMeta, finalizer: string, present: boolean) =>
+  (metadata.finalizers ?? []).includes(finalizer) === present
+    ? undefined
+    : present
+      ? { addFinalizers: [finalizer] }
+      : { removeFinalizers: [finalizer] };
 
 const claimRef = (claim: PersistentVolumeClaim): ObjectRef => ({
   namespace: claim.metadata.namespace ?? "",
   name: claim.metadata.name,
 });
 
-const patchClaim = (
-  claim: PersistentVolumeClaim,
-  change: (metadata: ObjectMeta) => Omit<MetadataPatch, "resourceVersion"> | undefined,
-) =>
-  Effect.flatMap(Kube, (kube) =>
-    patchMetadata(
-      claim,
-      kube
-        .getPersistentVolumeClaim(claimRef(claim))
-        .pipe(Effect.map(Option.filter((fresh) => fresh.metadata.uid === claim.metadata.uid))),
-      (patch) => kube.patchPersistentVolumeClaim(claimRef(claim), patch),
-      change,
-    ),
-  );
-
 export const setClaimFinalizer = (
   claim: PersistentVolumeClaim,
   finalizer: string,
   present: boolean,
-) => patchClaim(claim, withFinalizer(finalizer, present));
+) =>
+  Effect.flatMap(Kube, (kube) =>
+    patchIfNeeded(
+      finalizerChange(claim.metadata, finalizer, present),
+      (patch) => kube.patchPersistentVolumeClaim(claimRef(claim), patch),
+      claim,
+    ),
+  );
 
 export const removeClaimAnnotation = (claim: PersistentVolumeClaim, key: string) =>
-  patchClaim(claim, (metadata) =>
-    metadata.annotations?.[key] === undefined ? undefined : { annotations: { [key]: null } },
+  Effect.flatMap(Kube, (kube) =>
+    patchIfNeeded(
+      claim.metadata.annotations?.[key] === undefined
+        ? undefined
+        : { annotations: { [key]: null } },
+      (patch) => kube.patchPersistentVolumeClaim(claimRef(claim), patch),
+      claim,
+    ),
   );
 
 export const setVolumeFinalizer = (volume: PersistentVolume, finalizer: string, present: boolean) =>
   Effect.flatMap(Kube, (kube) =>
-    patchMetadata(
-      volume,
-      kube.getPersistentVolume(volume.metadata.name),
+    patchIfNeeded(
+      finalizerChange(volume.metadata, finalizer, present),
       (patch) => kube.patchPersistentVolume(volume.metadata.name, patch),
-      withFinalizer(finalizer, present),
+      volume,
     ),
   );

@@ -49,7 +49,7 @@ export const makeClaimReconciler = Effect.sync(() => {
   const outcomes = new Map<string, LastOutcome>();
   const populatorsNoticed = new Set<string>();
   /**
-   * Claims we just provisioned (UID → PV name), until the caches show our own writes: a run
+   * Claims we just provisioned (UID → PV name), until the caches show our PV or the binding: a run
    * triggered meanwhile would otherwise read a stale claim and start over.
    */
   const justProvisioned = new Map<string, { readonly pvName: string; readonly at: number }>();
@@ -80,7 +80,8 @@ export const makeClaimReconciler = Effect.sync(() => {
         claim.metadata.uid,
         config.volumeNameUuidLength,
       );
-      if (stores.volumes.get(pvName)) return { _tag: "Skip", provisioned: true } satisfies Decision;
+      // Its PV exists: done, but the intent comes off only once the claim is bound (above).
+      if (stores.volumes.get(pvName)) return skip;
       const source = dataSourceOf(claim);
       if (source && dataSourceKind(source) === "Populator")
         return { _tag: "Populator" } satisfies Decision;
@@ -222,13 +223,13 @@ export const makeClaimReconciler = Effect.sync(() => {
               : error,
           ),
         );
-        return { plan, recorded: recorded.value, ...created };
+        return { plan, ...created };
       }).pipe(Effect.either);
 
       if (outcome._tag === "Left") {
         return yield* attemptFailed(claim, storageClass, outcome.left.message, outcome.left.state);
       }
-      const { plan, recorded, volume, capacity } = outcome.right;
+      const { plan, volume, capacity } = outcome.right;
       yield* savePersistentVolume(claim, storageClass, plan, volume, capacity);
       outcomes.delete(claim.metadata.uid);
       yield* recordEvent(
@@ -238,8 +239,8 @@ export const makeClaimReconciler = Effect.sync(() => {
         `Successfully provisioned volume ${plan.pvName}`,
       );
       yield* Effect.logInfo(`provisioned ${plan.pvName} for ${key} (volume ${volume.volume_id})`);
-      // The claim as our intent patch left it: the cached copy predates the finalizer.
-      yield* releaseIntent(recorded);
+      // The intent stays until the claim is bound (see `decide`): an update of an unbound claim
+      // makes kube-controller-manager scan every PV for a match, one of a bound claim does not.
       justProvisioned.set(claim.metadata.uid, {
         pvName: plan.pvName,
         at: yield* Clock.currentTimeMillis,
@@ -386,11 +387,12 @@ export const makeClaimReconciler = Effect.sync(() => {
       if (provisioned !== undefined) {
         const caughtUp =
           !claim ||
-          ((claim.spec.volumeName || stores.volumes.get(provisioned.pvName)) &&
-            !hasFinalizer(claim.metadata, Finalizer.provisioningIntent));
-        const waited = (yield* Clock.currentTimeMillis) - provisioned.at;
-        if (caughtUp || waited > catchUpMillis) justProvisioned.delete(uid);
-        if (waited <= catchUpMillis) return;
+          claim.spec.volumeName ||
+          isBeingDeleted(claim.metadata) ||
+          stores.volumes.get(provisioned.pvName) ||
+          (yield* Clock.currentTimeMillis) - provisioned.at > catchUpMillis;
+        if (!caughtUp) return;
+        justProvisioned.delete(uid);
       }
       if (!claim) {
         populatorsNoticed.delete(uid);
