@@ -6,6 +6,7 @@ RUN npm ci --no-audit --no-fund --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY proto ./proto
 COPY src ./src
+COPY scripts/bundle.mjs ./scripts/
 RUN npm run build && npm prune --omit=dev --ignore-scripts && rm -rf node_modules/.cache
 
 # Runtime: distroless Node.js (no shell, no package manager), non-root, compiled code and

@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import v8 from "node:v8";
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime";
-import { Effect, Either, Fiber, Layer, Option, Ref } from "effect";
+import { Cause, Effect, Either, Fiber, Layer, Option, Ref } from "effect";
 import * as ConfigLayer from "./layers/Config.js";
 import { parseCommandLine } from "./layers/Config.js";
 import * as CsiGrpc from "./layers/CsiGrpc.js";
@@ -11,6 +11,7 @@ import { KubeLeases } from "./layers/Kube.js";
 import * as KubeLive from "./layers/KubeLive.js";
 import * as Logging from "./layers/Logging.js";
 import * as Metrics from "./layers/Metrics.js";
+import { packageFile } from "./PackageFiles.js";
 import {
   type PendingClaim,
   type RunningController,
@@ -25,9 +26,7 @@ import { flagSpecs } from "./schemas/Config.js";
 // close to the live set (peak RSS 200 → 127 MiB provisioning 1000 PVCs, see bench/RESULTS.md).
 v8.setFlagsFromString("--optimize-for-size");
 
-const version: string = JSON.parse(
-  readFileSync(new URL("../package.json", import.meta.url), "utf8"),
-).version;
+const version: string = JSON.parse(readFileSync(packageFile("package.json"), "utf8")).version;
 
 const usage = () =>
   [
@@ -125,6 +124,7 @@ const sidecar = (config: ProvisionerConfig, warnings: ReadonlyArray<string>) => 
     ),
     Effect.provide(endpoint ? Metrics.layerPrometheus() : Metrics.layerNoop),
     Effect.tapError((error) => Effect.logError(error.message)),
+    Effect.tapDefect((defect) => Effect.logError(`unexpected failure: ${Cause.pretty(defect)}`)),
     Effect.provide(Logging.layer({ v: config.v, format: config.loggingFormat })),
   );
 };

@@ -1,4 +1,3 @@
-import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import {
@@ -16,6 +15,7 @@ import {
 import type { ControllerClient } from "../generated/csi/csi/v1/Controller.js";
 import type { IdentityClient } from "../generated/csi/csi/v1/Identity.js";
 import type { ProtoGrpcType } from "../generated/csi/csi.js";
+import { packageFile } from "../PackageFiles.js";
 import {
   ControllerGetCapabilitiesResponse,
   CreateVolumeRequest,
@@ -65,8 +65,7 @@ import {
 // ---------------------------------------------------------------------------------------------
 // Loading the proto
 
-/** proto/csi.proto, found from this module both in src/ (tests) and in dist/ (the build). */
-export const csiProtoPath = fileURLToPath(new URL("../../proto/csi.proto", import.meta.url));
+export const csiProtoPath = packageFile("proto/csi.proto");
 
 /** Must match the flags of `npm run gen:proto`, or the generated types lie about the wire. */
 export const protoLoaderOptions: protoLoader.Options = {

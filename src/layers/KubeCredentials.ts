@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { readFile } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
 import { Effect } from "effect";
+import { packageFile } from "../PackageFiles.js";
 import { KubeError } from "./Kube.js";
 
 /** Everything needed to talk to the API server, as client-node resolves it. */
@@ -19,7 +19,8 @@ export interface Credentials {
   readonly refresh: boolean;
 }
 
-const child = fileURLToPath(new URL("./KubeCredentialsChild.js", import.meta.url));
+// A file of its own even in the bundled sidecar: only this child loads @kubernetes/client-node.
+const child = packageFile("dist/layers/KubeCredentialsChild.js");
 
 /** Resolves `--kubeconfig`/`--master`/in-cluster credentials in a child process (see the child). */
 export const resolveCredentials = (connection: {

@@ -82,7 +82,10 @@ export interface PrometheusOptions {
 const makePrometheus = (options: PrometheusOptions) =>
   Effect.gen(function* () {
     // Loaded only when metrics are wanted: importing this module must stay free.
-    const prom = yield* Effect.promise(() => import("prom-client"));
+    // prom-client is CommonJS: in the bundled sidecar its exports arrive as `default`.
+    const loaded = yield* Effect.promise(() => import("prom-client"));
+    const prom: typeof loaded =
+      "Registry" in loaded ? loaded : (loaded as { default: typeof loaded }).default;
     const registry = new prom.Registry();
     const registers = [registry];
     const counter = (name: string, help: string, labelNames: Array<string>) =>
