@@ -74,6 +74,8 @@ interface RunResult {
   readonly sidecarCpuMsPerPvc?: number;
   readonly sidecarPeakRssMiB?: number;
   readonly apiRequestsPerPvc?: number;
+  /** Update conflicts (409) kube-controller-manager's PV controller met while binding. */
+  readonly binderConflicts?: number;
 }
 
 const namespace = "bench";
@@ -169,6 +171,16 @@ const watchForever = <A extends k8s.KubernetesObject>(
 };
 
 /** Audit only the sidecar's ServiceAccount: an outside count of the requests it makes. */
+const sidecarUser = `system:serviceaccount:${system}:csi-provisioner`;
+/** kube-controller-manager's PV controller (it runs with --use-service-account-credentials). */
+const binderUser = "system:serviceaccount:kube-system:persistent-volume-binder";
+
+interface AuditEvent {
+  readonly stage: string;
+  readonly user: { readonly username: string };
+  readonly responseStatus?: { readonly code?: number };
+}
+
 const auditPolicy = (dir: string) => {
   const path = join(dir, "audit-policy.yaml");
   writeFileSync(
@@ -179,7 +191,7 @@ const auditPolicy = (dir: string) => {
       "omitStages: [RequestReceived]",
       "rules:",
       "  - level: Metadata",
-      `    users: ["system:serviceaccount:${system}:csi-provisioner"]`,
+      `    users: ["${sidecarUser}", "${binderUser}"]`,
       "  - level: None",
     ].join("\n"),
   );
@@ -357,11 +369,17 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
     floorPvcWatch?.abort();
     await floorWorkers;
     await sidecar?.stop();
-    const requests = existsSync(auditLog)
+    const audited: Array<AuditEvent> = existsSync(auditLog)
       ? readFileSync(auditLog, "utf8")
           .split("\n")
-          .filter((l) => l.includes('"ResponseComplete"')).length
-      : 0;
+          .filter((l) => l.includes('"ResponseComplete"'))
+          .map((l) => JSON.parse(l) as AuditEvent)
+      : [];
+    const requests = audited.filter((e) => e.user.username === sidecarUser).length;
+    // The PV controller binds in conditional writes: each 409 sends a claim to the back of its queue.
+    const binderConflicts = audited.filter(
+      (e) => e.user.username === binderUser && e.responseStatus?.code === 409,
+    ).length;
     return {
       mode,
       n,
@@ -371,6 +389,7 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
       bindP50Seconds: percentile(latencies, 50),
       bindP99Seconds: percentile(latencies, 99),
       machineCpuSeconds: machineBusy,
+      binderConflicts,
       ...(stats && startup
         ? {
             sidecarStartupCpuSeconds: startup.cpuSeconds,

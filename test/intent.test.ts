@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest";
 import { Duration, Effect, Exit, Fiber, Layer, Scope, TestClock } from "effect";
-import { Behaviour, MemoryDriver } from "../src/layers/CsiMemory.js";
+import { Behaviour, defaultDriverName, MemoryDriver } from "../src/layers/CsiMemory.js";
 import { MemoryCluster } from "../src/layers/KubeMemory.js";
 import { claim, storageClass } from "./support/Fixtures.js";
 import { getRaw, harness, laggyWatches, startProvisioner } from "./support/Harness.js";
@@ -38,6 +38,42 @@ describe("SPEC §8 no leak across restarts (beyond upstream)", () => {
         expect(yield* finalizersOf("a")).toEqual([]);
         expect((yield* getRaw("persistentvolumeclaims", "default/a")).status.phase).toBe("Bound");
       }).pipe(Effect.provide(harness())),
+  );
+
+  it.scoped(
+    "§8 the intent stays between the PV controller's two binding writes, so its conditional status write never conflicts",
+    () =>
+      Effect.gen(function* () {
+        const cluster = yield* MemoryCluster;
+        yield* cluster.create("storageclasses", storageClass("fast"));
+        yield* startProvisioner;
+        yield* cluster.create(
+          "persistentvolumeclaims",
+          claim("a", {
+            annotations: { "volume.kubernetes.io/storage-provisioner": defaultDriverName },
+          }),
+        );
+        yield* TestClock.adjust("1 second");
+        const [pv] = (yield* cluster.list("persistentvolumes")) as ReadonlyArray<any>;
+        expect(yield* finalizersOf("a")).toEqual([intent]);
+
+        // kube-controller-manager's bind(): the claim's volumeName, then (conditionally) its status.
+        const pending = yield* getRaw("persistentvolumeclaims", "default/a");
+        const named = yield* cluster.update("persistentvolumeclaims", {
+          ...pending,
+          spec: { ...pending.spec, volumeName: pv?.metadata.name },
+        });
+        yield* TestClock.adjust("1 second");
+        expect(yield* finalizersOf("a")).toEqual([intent]);
+        const bound = yield* cluster.update("persistentvolumeclaims", {
+          ...named,
+          status: { phase: "Bound" },
+        });
+        expect(bound.status).toEqual({ phase: "Bound" });
+
+        yield* TestClock.adjust("1 second");
+        expect(yield* finalizersOf("a")).toEqual([]);
+      }).pipe(Effect.provide(harness({ cluster: { pvController: false } }))),
   );
 
   it.scoped(

@@ -16,7 +16,7 @@ export const Finalizer = {
   /** On a PVC that is the source of a clone still being provisioned. */
   cloneSource: "provisioner.storage.kubernetes.io/cloning-protection",
   /**
-   * Ours, beyond upstream: on a PVC from before its first CreateVolume until it is bound to its PV, so a
+   * Ours, beyond upstream: on a PVC from before its first CreateVolume until its status is Bound, so a
    * restarted sidecar finds every volume it may have created (SPEC §8).
    */
   provisioningIntent: "csi-provisioner.effect.dev/provisioning-intent",

@@ -42,6 +42,15 @@ type Decision =
 const skip: Decision = { _tag: "Skip", provisioned: false };
 
 /**
+ * kube-controller-manager binds a claim in two writes, its volumeName and then its status, the
+ * second conditional on the first's resourceVersion: a patch of ours in between (releasing the
+ * intent) would make it fail and send the claim to the back of the PV controller's queue. Once
+ * the status says Bound (or Lost), the controller writes no more.
+ */
+const bindingSettled = (claim: PersistentVolumeClaim) =>
+  claim.status?.phase === "Bound" || claim.status?.phase === "Lost";
+
+/**
  * The provisioning side of the controller: `reconcile(uid)` brings one claim one step closer to
  * having its PV, and is safe to run again at any time (it re-reads everything from the caches).
  */
@@ -65,7 +74,8 @@ export const makeClaimReconciler = Effect.sync(() => {
       const { name: driver } = yield* Driver;
       const config = yield* Config;
       const stores = yield* Informers;
-      if (claim.spec.volumeName) return { _tag: "Skip", provisioned: true } satisfies Decision;
+      if (claim.spec.volumeName)
+        return { _tag: "Skip", provisioned: bindingSettled(claim) } satisfies Decision;
       if (!isForDriver(claim, driver)) return skip;
       const className = storageClassOf(claim);
       const storageClass = stores.classes.get(className);
@@ -80,7 +90,7 @@ export const makeClaimReconciler = Effect.sync(() => {
         claim.metadata.uid,
         config.volumeNameUuidLength,
       );
-      // Its PV exists: done, but the intent comes off only once the claim is bound (above).
+      // Its PV exists: done, but the intent comes off only once the binding settles (above).
       if (stores.volumes.get(pvName)) return skip;
       const source = dataSourceOf(claim);
       if (source && dataSourceKind(source) === "Populator")
