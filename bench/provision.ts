@@ -74,6 +74,7 @@ interface RunResult {
   readonly sidecarCpuMsPerPvc?: number;
   readonly sidecarPeakRssMiB?: number;
   readonly apiRequestsPerPvc?: number;
+  readonly eventsPerPvc?: number;
   /** Update conflicts (409) kube-controller-manager's PV controller met while binding. */
   readonly binderConflicts?: number;
 }
@@ -178,6 +179,8 @@ const binderUser = "system:serviceaccount:kube-system:persistent-volume-binder";
 interface AuditEvent {
   readonly stage: string;
   readonly user: { readonly username: string };
+  readonly verb: string;
+  readonly objectRef?: { readonly resource?: string };
   readonly responseStatus?: { readonly code?: number };
 }
 
@@ -375,7 +378,12 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
           .filter((l) => l.includes('"ResponseComplete"'))
           .map((l) => JSON.parse(l) as AuditEvent)
       : [];
-    const requests = audited.filter((e) => e.user.username === sidecarUser).length;
+    const bySidecar = audited.filter((e) => e.user.username === sidecarUser);
+    const requests = bySidecar.length;
+    // Two per claim unless the background recorder had to drop some (a backlog beyond 1000).
+    const events = bySidecar.filter(
+      (e) => e.verb === "create" && e.objectRef?.resource === "events",
+    ).length;
     // The PV controller binds in conditional writes: each 409 sends a claim to the back of its queue.
     const binderConflicts = audited.filter(
       (e) => e.user.username === binderUser && e.responseStatus?.code === 409,
@@ -397,6 +405,7 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
             sidecarCpuMsPerPvc: (1000 * (stats.cpuSeconds - startup.cpuSeconds)) / n,
             sidecarPeakRssMiB: stats.peakRssMiB,
             apiRequestsPerPvc: requests / n,
+            eventsPerPvc: events / n,
           }
         : {}),
     };
