@@ -87,6 +87,7 @@ try {
   const child = spawn(
     process.execPath,
     [
+      ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean),
       join(process.cwd(), "dist/main.js"),
       `--csi-address=unix://${driver.socket}`,
       `--kubeconfig=${kubeconfig}`,
@@ -116,6 +117,8 @@ try {
   const result = {
     pairs,
     syncedRssMiB: synced.rssMiB,
+    // Whether the peak came while listing (before the caches synced) or after.
+    peakAtSyncMiB: synced.peakRssMiB,
     steadyRssMiB: steady.rssMiB,
     peakRssMiB: steady.peakRssMiB,
     at: new Date().toISOString(),

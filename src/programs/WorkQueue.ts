@@ -174,8 +174,8 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
     let draining = false;
     const idle = yield* Deferred.make<void>();
 
-    // Plain worker fibers taking from the queue: a concurrent Stream.mapEffect costs about a
-    // hundred times more per key (see bench/RESULTS.md), and keys are the hot path.
+    // Plain worker fibers taking from the queue: keys are the hot path, and a concurrent
+    // Stream.mapEffect cost far more per key in bench/pipeline-cpu.ts.
     const run = <R>(
       workers: number,
       handle: (key: string) => Effect.Effect<void, { readonly message: string }, R>,
