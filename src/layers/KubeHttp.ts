@@ -99,12 +99,7 @@ export const makeKubeRestWith = (
     const server = credentials.server;
     const url = new URL(server);
     const secure = url.protocol === "https:";
-    // Enough connections for --kube-api-qps at 100 ms a request (Little's law), and no more: each
-    // TLS connection costs memory and a handshake, and requests beyond wait for a free one.
-    const agentOptions = {
-      keepAlive: true,
-      maxSockets: Math.max(32, Math.ceil(connection.qps / 10)),
-    };
+    const agentOptions = { keepAlive: true, maxSockets: Math.max(16, connection.burst) };
     const agent = secure
       ? new https.Agent({
           ...agentOptions,
