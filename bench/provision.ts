@@ -15,6 +15,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import * as k8s from "@kubernetes/client-node";
+import { claimBody } from "../test/e2e/support/Claims.js";
 import { type RunningControlPlane, start } from "../test/e2e/support/ControlPlane.js";
 import {
   driverName,
@@ -88,15 +89,17 @@ const percentile = (values: Array<number>, p: number) => {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 };
 
+const referenceTo = (pvc: k8s.V1PersistentVolumeClaim) => ({
+  kind: "PersistentVolumeClaim",
+  apiVersion: "v1",
+  namespace,
+  name: pvc.metadata?.name,
+  uid: pvc.metadata?.uid,
+});
+
 const floorEvent = (pvc: k8s.V1PersistentVolumeClaim, reason: string): k8s.CoreV1Event => ({
   metadata: { generateName: `${pvc.metadata?.name}.` },
-  involvedObject: {
-    kind: "PersistentVolumeClaim",
-    apiVersion: "v1",
-    namespace,
-    name: pvc.metadata?.name,
-    uid: pvc.metadata?.uid,
-  },
+  involvedObject: referenceTo(pvc),
   reason,
   message: `${reason} ${pvc.metadata?.name}`,
   type: "Normal",
@@ -308,13 +311,7 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
                   capacity: { storage: "1Gi" },
                   persistentVolumeReclaimPolicy: "Delete",
                   storageClassName: className,
-                  claimRef: {
-                    kind: "PersistentVolumeClaim",
-                    apiVersion: "v1",
-                    namespace,
-                    name: pvc.metadata?.name,
-                    uid: pvc.metadata?.uid,
-                  },
+                  claimRef: referenceTo(pvc),
                   csi: { driver: driverName, volumeHandle: `floor-${pvc.metadata?.uid}` },
                 },
               },
@@ -336,14 +333,7 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
       createdAt.set(name, Date.now());
       await core.createNamespacedPersistentVolumeClaim({
         namespace,
-        body: {
-          metadata: { name },
-          spec: {
-            storageClassName: className,
-            accessModes: ["ReadWriteOnce"],
-            resources: { requests: { storage: "1Gi" } },
-          },
-        },
+        body: claimBody(name, className),
       });
     });
     const progress = setInterval(

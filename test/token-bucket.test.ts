@@ -2,25 +2,31 @@ import { describe, expect, it } from "@effect/vitest";
 import { Clock, Effect, Fiber, TestClock } from "effect";
 import { makeTokenBucket } from "../src/layers/TokenBucket.js";
 
+/** Virtual times at which `count` concurrent takes got their token. */
+const takeTimes = (bucket: ReturnType<typeof makeTokenBucket>, count: number) =>
+  Effect.gen(function* () {
+    const startedAt: Array<number> = [];
+    const fiber = yield* Effect.fork(
+      Effect.forEach(
+        Array.from({ length: count }),
+        () =>
+          Effect.zipRight(
+            bucket.take,
+            Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => startedAt.push(t))),
+          ),
+        { concurrency: "unbounded" },
+      ),
+    );
+    yield* TestClock.adjust("1 second");
+    yield* Fiber.join(fiber);
+    return startedAt;
+  });
+
 describe("client-side rate limiting (--kube-api-qps, --kube-api-burst)", () => {
   it.effect("lets a burst through at once, then one request per 1/qps", () =>
     Effect.gen(function* () {
       const bucket = makeTokenBucket(10, 3);
-      const startedAt: Array<number> = [];
-      const fiber = yield* Effect.fork(
-        Effect.forEach(
-          Array.from({ length: 6 }),
-          () =>
-            Effect.zipRight(
-              bucket.take,
-              Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => startedAt.push(t))),
-            ),
-          { concurrency: "unbounded" },
-        ),
-      );
-      yield* TestClock.adjust("1 second");
-      yield* Fiber.join(fiber);
-      expect(startedAt).toEqual([0, 0, 0, 100, 200, 300]);
+      expect(yield* takeTimes(bucket, 6)).toEqual([0, 0, 0, 100, 200, 300]);
     }),
   );
 
@@ -30,21 +36,7 @@ describe("client-side rate limiting (--kube-api-qps, --kube-api-burst)", () => {
       yield* bucket.take;
       yield* bucket.take;
       yield* TestClock.adjust("10 seconds");
-      const startedAt: Array<number> = [];
-      const fiber = yield* Effect.fork(
-        Effect.forEach(
-          Array.from({ length: 3 }),
-          () =>
-            Effect.zipRight(
-              bucket.take,
-              Effect.flatMap(Clock.currentTimeMillis, (t) => Effect.sync(() => startedAt.push(t))),
-            ),
-          { concurrency: "unbounded" },
-        ),
-      );
-      yield* TestClock.adjust("1 second");
-      yield* Fiber.join(fiber);
-      expect(startedAt).toEqual([10_000, 10_000, 10_500]);
+      expect(yield* takeTimes(bucket, 3)).toEqual([10_000, 10_000, 10_500]);
     }),
   );
 });

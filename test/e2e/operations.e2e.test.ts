@@ -2,6 +2,14 @@ import { createServer } from "node:net";
 import * as k8s from "@kubernetes/client-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { mulberry32 } from "../../src/driver/server.js";
+import {
+  claimBody,
+  createVolumeInFlight,
+  driverLines,
+  intentFinalizer,
+  outputs,
+  readClaim,
+} from "./support/Claims.js";
 import { type RunningControlPlane, start } from "./support/ControlPlane.js";
 import {
   driverName as baseDriverName,
@@ -78,20 +86,6 @@ const sidecar = (d: ReferenceDriver, flags: Array<string> = []) => {
   return s;
 };
 
-/** What the API objects carry (black box: the strings, not src/programs/Names.ts). */
-const intentFinalizer = "csi-provisioner.effect.dev/provisioning-intent";
-
-const driverLines = (d: ReferenceDriver, pattern: RegExp) =>
-  d
-    .output()
-    .split("\n")
-    .filter((line) => pattern.test(line));
-
-const outputs =
-  (...processes: Array<RunningProcess>) =>
-  () =>
-    processes.map((p, i) => `----- process ${i} -----\n${p.output()}`).join("\n");
-
 const storageClass = (name: string, provisioner: string, parameters?: Record<string, string>) =>
   storage.createStorageClass({
     body: {
@@ -104,23 +98,7 @@ const storageClass = (name: string, provisioner: string, parameters?: Record<str
   });
 
 const claim = (namespace: string, name: string, className: string) =>
-  core.createNamespacedPersistentVolumeClaim({
-    namespace,
-    body: {
-      metadata: { name },
-      spec: {
-        storageClassName: className,
-        accessModes: ["ReadWriteOnce"],
-        resources: { requests: { storage: "1Gi" } },
-      },
-    },
-  });
-
-const readClaim = (namespace: string, name: string) =>
-  core.readNamespacedPersistentVolumeClaim({ namespace, name }).catch((e: unknown) => {
-    if ((e as { code?: number }).code === 404) return undefined;
-    throw e;
-  });
+  core.createNamespacedPersistentVolumeClaim({ namespace, body: claimBody(name, className) });
 
 const readVolume = (name: string) =>
   core.readPersistentVolume({ name }).catch((e: unknown) => {
@@ -132,7 +110,7 @@ const bound = (namespace: string, name: string, timeoutMs = 30_000, logs?: () =>
   waitFor(
     `PVC ${namespace}/${name} Bound`,
     async () => {
-      const pvc = await readClaim(namespace, name);
+      const pvc = await readClaim(core, namespace, name);
       return pvc?.status?.phase === "Bound" ? pvc : undefined;
     },
     timeoutMs,
@@ -143,7 +121,9 @@ const intentReleased = (namespace: string, name: string, timeoutMs = 10_000, log
   waitFor(
     `the intent finalizer of ${namespace}/${name} released`,
     async () =>
-      ((await readClaim(namespace, name))?.metadata?.finalizers ?? []).includes(intentFinalizer)
+      ((await readClaim(core, namespace, name))?.metadata?.finalizers ?? []).includes(
+        intentFinalizer,
+      )
         ? undefined
         : true,
     timeoutMs,
@@ -161,7 +141,7 @@ const expectOneVolumePerClaim = async (
 ) => {
   const handles: Array<string> = [];
   for (const name of names) {
-    const pvc = await readClaim(namespace, name);
+    const pvc = await readClaim(core, namespace, name);
     expect(pvc?.status?.phase).toBe("Bound");
     expect(pvc?.metadata?.finalizers ?? []).not.toContain(intentFinalizer);
     const pvName = pvc?.spec?.volumeName as string;
@@ -365,7 +345,7 @@ describe("csi-provisioner operations on a real control plane", () => {
       logs,
     );
     const finalizersAtKill = await Promise.all(
-      claims.map(async (c) => (await readClaim(namespace, c))?.metadata?.finalizers ?? []),
+      claims.map(async (c) => (await readClaim(core, namespace, c))?.metadata?.finalizers ?? []),
     );
     const killedAt = Date.now();
     expect(await leader.stop("SIGKILL")).toBeNull();
@@ -464,17 +444,7 @@ describe("csi-provisioner operations on a real control plane", () => {
     await storageClass(className, name);
     const pvc = await claim(namespace, "data", className);
     const volumeName = `pvc-${pvc.metadata?.uid}`;
-    await waitFor(
-      "the intent finalizer and a CreateVolume in flight",
-      async () =>
-        ((await readClaim(namespace, "data"))?.metadata?.finalizers ?? []).includes(
-          intentFinalizer,
-        ) && driverLines(d, new RegExp(`CreateVolume name=${volumeName} delayed`)).length === 1
-          ? true
-          : undefined,
-      30_000,
-      logs,
-    );
+    await createVolumeInFlight(core, d, { namespace: namespace, name: "data", volumeName }, logs);
 
     // Another holder writes the Lease (as a replica that saw it expire would): ours is lost.
     const write = (spec: k8s.V1LeaseSpec) =>
@@ -505,7 +475,9 @@ describe("csi-provisioner operations on a real control plane", () => {
     expect(driverLines(d, new RegExp(`CreateVolume name=${volumeName} .*-> OK`))).toEqual([]);
     expect(s.output()).not.toContain("stopping: letting operations in progress finish");
     expect(await readVolume(volumeName)).toBeUndefined();
-    expect((await readClaim(namespace, "data"))?.metadata?.finalizers).toContain(intentFinalizer);
+    expect((await readClaim(core, namespace, "data"))?.metadata?.finalizers).toContain(
+      intentFinalizer,
+    );
 
     // The other holder hands the Lease back; the next replica finishes the claim, once.
     await write({
@@ -672,7 +644,7 @@ describe("csi-provisioner operations on a real control plane", () => {
     expect(failing?.storageClass).toBe(className);
     expect(failing?.lastError).toContain("injected INTERNAL fault");
     for (const c of listed) {
-      expect(c.uid).toBe((await readClaim(namespace, c.name))?.metadata?.uid);
+      expect(c.uid).toBe((await readClaim(core, namespace, c.name))?.metadata?.uid);
       expect(Date.parse(c.nextRetryAt ?? "")).toBeGreaterThan(fetchedAt);
     }
     // The unknown parameter never reached the driver; the other claim did, and failed there.
@@ -727,15 +699,10 @@ describe("csi-provisioner operations on a real control plane", () => {
       let logs = outputs(first, d);
       const pvc = await claim(namespace, "drained", className);
       const volumeName = `pvc-${pvc.metadata?.uid}`;
-      await waitFor(
-        "the intent finalizer and a CreateVolume in flight",
-        async () =>
-          ((await readClaim(namespace, "drained"))?.metadata?.finalizers ?? []).includes(
-            intentFinalizer,
-          ) && driverLines(d, new RegExp(`CreateVolume name=${volumeName} delayed`)).length === 1
-            ? true
-            : undefined,
-        30_000,
+      await createVolumeInFlight(
+        core,
+        d,
+        { namespace: namespace, name: "drained", volumeName },
         logs,
       );
       const termAt = Date.now();
@@ -758,7 +725,7 @@ describe("csi-provisioner operations on a real control plane", () => {
       }
       // …and finished the claim's work: the PV is saved and the intent released before the exit.
       const pv = await core.readPersistentVolume({ name: volumeName }).catch(() => undefined);
-      const finalizers = (await readClaim(namespace, "drained"))?.metadata?.finalizers ?? [];
+      const finalizers = (await readClaim(core, namespace, "drained"))?.metadata?.finalizers ?? [];
       const finishedBeforeExit = pv !== undefined && !finalizers.includes(intentFinalizer);
       console.log(
         `SIGTERM (${variant}): PV saved, intent released before exit: ${finishedBeforeExit}`,
@@ -813,7 +780,7 @@ describe("csi-provisioner operations on a real control plane", () => {
     // Not a clean exit: the second signal takes Node's default action (killed by SIGTERM).
     expect([s.child.exitCode, s.child.signalCode]).not.toEqual([0, null]);
     // The intent finalizer keeps the claim's volume findable: the next sidecar finishes it.
-    expect((await readClaim(namespace, "abandoned"))?.metadata?.finalizers).toContain(
+    expect((await readClaim(core, namespace, "abandoned"))?.metadata?.finalizers).toContain(
       intentFinalizer,
     );
     const next = sidecar(d);

@@ -1,6 +1,14 @@
 import * as k8s from "@kubernetes/client-node";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type ApiProxy, startApiProxy } from "./support/ApiProxy.js";
+import {
+  claimBody,
+  createVolumeInFlight,
+  driverLines,
+  intentFinalizer,
+  outputs,
+  readClaim,
+} from "./support/Claims.js";
 import { type RunningControlPlane, start } from "./support/ControlPlane.js";
 import {
   driverName,
@@ -50,18 +58,12 @@ const sidecar = (d: ReferenceDriver, flags: Array<string> = [], config = kubecon
 };
 
 /** What the API objects carry (black box: the strings, not src/programs/Names.ts). */
-const intentFinalizer = "csi-provisioner.effect.dev/provisioning-intent";
 const pvFinalizer = "external-provisioner.volume.kubernetes.io/finalizer";
 const betaProvisioner = "volume.beta.kubernetes.io/storage-provisioner";
 const selectedNode = "volume.kubernetes.io/selected-node";
 const mergePatch = k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch);
 
 /** One line per call the driver finished (or, with fault injection, began to delay). */
-const driverLines = (d: ReferenceDriver, pattern: RegExp) =>
-  d
-    .output()
-    .split("\n")
-    .filter((line) => pattern.test(line));
 /** The volume ids DeleteVolume was called with, in order. */
 const deletedVolumeIds = (d: ReferenceDriver) =>
   driverLines(d, / DeleteVolume volume_id=\S+.* -> OK/).map(
@@ -69,10 +71,6 @@ const deletedVolumeIds = (d: ReferenceDriver) =>
   );
 
 /** Everything both processes said, for failure messages. */
-const outputs =
-  (...processes: Array<RunningProcess>) =>
-  () =>
-    processes.map((p, i) => `----- process ${i} -----\n${p.output()}`).join("\n");
 
 const storageClass = (name: string, extra: Partial<k8s.V1StorageClass> = {}) =>
   storage.createStorageClass({
@@ -93,27 +91,14 @@ const claim = (
 ) =>
   core.createNamespacedPersistentVolumeClaim({
     namespace,
-    body: {
-      metadata: { name, ...(extra.annotations ? { annotations: extra.annotations } : {}) },
-      spec: {
-        storageClassName: className,
-        accessModes: ["ReadWriteOnce"],
-        resources: { requests: { storage: "1Gi" } },
-      },
-    },
-  });
-
-const readClaim = (namespace: string, name: string) =>
-  core.readNamespacedPersistentVolumeClaim({ namespace, name }).catch((e: unknown) => {
-    if ((e as { code?: number }).code === 404) return undefined;
-    throw e;
+    body: claimBody(name, className, extra.annotations),
   });
 
 const bound = (namespace: string, name: string, timeoutMs = 30_000, logs?: () => string) =>
   waitFor(
     `PVC ${namespace}/${name} Bound`,
     async () => {
-      const pvc = await readClaim(namespace, name);
+      const pvc = await readClaim(core, namespace, name);
       return pvc?.status?.phase === "Bound" ? pvc : undefined;
     },
     timeoutMs,
@@ -311,7 +296,7 @@ describe("csi-provisioner on a real control plane", () => {
       // Immediate claim created after "data" binds only after "data" has been looked at.
       await claim(namespace, "barrier", nowClass);
       await bound(namespace, "barrier", 30_000, logs);
-      expect((await readClaim(namespace, "data"))?.status?.phase).toBe("Pending");
+      expect((await readClaim(core, namespace, "data"))?.status?.phase).toBe("Pending");
       expect(driverLines(d, new RegExp(`CreateVolume name=pvc-${pvc.metadata?.uid}`))).toEqual([]);
       expect(await eventsOf(namespace, "data")).toEqual([]);
 
@@ -390,7 +375,7 @@ describe("csi-provisioner on a real control plane", () => {
     const volumesWhenGone = await waitFor(
       `PVC ${namespace}/data gone`,
       async () => {
-        const current = await readClaim(namespace, "data");
+        const current = await readClaim(core, namespace, "data");
         const volumes = d.volumes();
         if (volumes.length > 0) sawVolume = true;
         if (current === undefined) return volumes;
@@ -423,15 +408,10 @@ describe("csi-provisioner on a real control plane", () => {
     await storageClass(className);
     const pvc = await claim(namespace, "data", className);
     const volumeName = `pvc-${pvc.metadata?.uid}`;
-    await waitFor(
-      "the intent finalizer and a CreateVolume in flight",
-      async () =>
-        ((await readClaim(namespace, "data"))?.metadata?.finalizers ?? []).includes(
-          intentFinalizer,
-        ) && driverLines(d, new RegExp(`CreateVolume name=${volumeName} delayed`)).length === 1
-          ? true
-          : undefined,
-      30_000,
+    await createVolumeInFlight(
+      core,
+      d,
+      { namespace: namespace, name: "data", volumeName },
       outputs(first, d),
     );
     await first.stop("SIGKILL");
@@ -442,7 +422,9 @@ describe("csi-provisioner on a real control plane", () => {
       15_000,
       outputs(first, d),
     );
-    expect((await readClaim(namespace, "data"))?.metadata?.finalizers).toContain(intentFinalizer);
+    expect((await readClaim(core, namespace, "data"))?.metadata?.finalizers).toContain(
+      intentFinalizer,
+    );
 
     const second = sidecar(d, ["--timeout=30s"]);
     const logs = outputs(first, second, d);
@@ -454,7 +436,9 @@ describe("csi-provisioner on a real control plane", () => {
     await waitFor(
       "the intent finalizer released",
       async () =>
-        ((await readClaim(namespace, "data"))?.metadata?.finalizers ?? []).includes(intentFinalizer)
+        ((await readClaim(core, namespace, "data"))?.metadata?.finalizers ?? []).includes(
+          intentFinalizer,
+        )
           ? undefined
           : true,
       10_000,
