@@ -1,4 +1,15 @@
-import { Duration, Effect, Either, Layer, Option, Queue, Schedule, Schema, Stream } from "effect";
+import {
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Option,
+  type ParseResult,
+  Queue,
+  Schedule,
+  Schema,
+  Stream,
+} from "effect";
 import { NewEvent } from "../schemas/Event.js";
 import { Lease } from "../schemas/Lease.js";
 import { CsiNode, Node } from "../schemas/Node.js";
@@ -26,11 +37,12 @@ import {
 import { type KubeConnection, type KubeRest, makeKubeRest } from "./KubeHttp.js";
 
 /** Where a resource lives in the API, and the schema its objects decode with. */
-interface Resource<A, I> {
+interface Resource<A> {
   readonly name: string;
   readonly group: string;
   readonly namespaced: boolean;
-  readonly schema: Schema.Schema<A, I>;
+  /** Built once per resource: every watch event of it goes through this. */
+  readonly decode: (raw: unknown) => Either.Either<A, ParseResult.ParseError>;
 }
 
 const resource = <A, I>(
@@ -38,11 +50,11 @@ const resource = <A, I>(
   group: string,
   namespaced: boolean,
   schema: Schema.Schema<A, I>,
-): Resource<A, I> => ({
+): Resource<A> => ({
   name,
   group,
   namespaced,
-  schema,
+  decode: Schema.decodeUnknownEither(schema),
 });
 
 const claims = resource("persistentvolumeclaims", "/api/v1", true, PersistentVolumeClaim);
@@ -83,9 +95,9 @@ const describeObject = (raw: unknown) => {
   return `${meta?.namespace ? `${meta.namespace}/` : ""}${meta?.name ?? "<unnamed>"}`;
 };
 
-const decodeOne = <A, I>(r: Resource<A, I>, raw: unknown) =>
+const decodeOne = <A>(r: Resource<A>, raw: unknown) =>
   Either.mapLeft(
-    Schema.decodeUnknownEither(r.schema)(raw),
+    r.decode(raw),
     (error) =>
       new KubeError({
         reason: "Malformed",
@@ -103,11 +115,7 @@ const watchBackoff = Schedule.exponential(Duration.seconds(1)).pipe(
 );
 
 /** One object, decoded; a missing one is `None`. */
-const getObject = <A, I>(
-  rest: KubeRest,
-  r: Resource<A, I>,
-  ref: { namespace?: string; name: string },
-) =>
+const getObject = <A>(rest: KubeRest, r: Resource<A>, ref: { namespace?: string; name: string }) =>
   rest
     .request({
       method: "GET",
@@ -126,11 +134,11 @@ const getObject = <A, I>(
     );
 
 export const makeKubeService = (rest: KubeRest): KubeService => {
-  const get = <A, I>(r: Resource<A, I>, ref: { namespace?: string; name: string }) =>
+  const get = <A>(r: Resource<A>, ref: { namespace?: string; name: string }) =>
     getObject(rest, r, ref);
 
   /** Lists in pages; returns decoded items (malformed ones logged and skipped) and the list's version. */
-  const list = <A, I>(r: Resource<A, I>) =>
+  const list = <A>(r: Resource<A>) =>
     Effect.gen(function* () {
       const items: Array<A> = [];
       let next: string | undefined;
@@ -164,7 +172,7 @@ export const makeKubeService = (rest: KubeRest): KubeService => {
    * last version seen, an expired version (410) relists, any other failure retries with backoff.
    * The stream never ends by itself.
    */
-  const listWatch = <A, I>(r: Resource<A, I>): Stream.Stream<WatchEvent<A>, KubeError> =>
+  const listWatch = <A>(r: Resource<A>): Stream.Stream<WatchEvent<A>, KubeError> =>
     Stream.unwrapScoped(
       Effect.gen(function* () {
         const queue = yield* Queue.unbounded<WatchEvent<A>>();
@@ -253,22 +261,21 @@ export const makeKubeService = (rest: KubeRest): KubeService => {
       }),
     );
 
-  const listAll = <A, I>(r: Resource<A, I>) =>
-    Effect.map(list(r), (l) => l.items as ReadonlyArray<A>);
+  const listAll = <A>(r: Resource<A>) => Effect.map(list(r), (l) => l.items as ReadonlyArray<A>);
 
   /**
    * Metadata changes: a whole finalizer list goes as a JSON merge patch; single finalizers as a
    * strategic merge patch (ObjectMeta.finalizers merges), which touches nothing else.
    */
-  const patch = <A, I>(
-    r: Resource<A, I>,
+  const patch = <A>(
+    r: Resource<A>,
     ref: { namespace?: string; name: string },
     change: MetadataPatch,
   ) => {
-    const { addFinalizers, removeFinalizers, ...rest_ } = change;
+    const { addFinalizers, removeFinalizers, ...others } = change;
     const strategic = addFinalizers !== undefined || removeFinalizers !== undefined;
     const metadata = {
-      ...rest_,
+      ...others,
       ...(addFinalizers ? { finalizers: addFinalizers } : {}),
       ...(removeFinalizers ? { "$deleteFromPrimitiveList/finalizers": removeFinalizers } : {}),
     };
