@@ -8,13 +8,13 @@ import type { PersistentVolume } from "../schemas/PersistentVolume.js";
 import { isForDriver, storageClassOf } from "./Claims.js";
 import { makeVolumeReconciler } from "./Delete.js";
 import { Driver } from "./Driver.js";
-import { EventRecorder, type EventRecorderService, makeEventRecorder } from "./Events.js";
+import { EventRecorder, makeEventRecorder } from "./Events.js";
 import { makeInformer } from "./Informer.js";
 import { type InformerStores, Informers } from "./Informers.js";
 import { Annotation, ReclaimPolicy } from "./Names.js";
 import { makeClaimReconciler } from "./Provision.js";
 import { retryBackoff } from "./RetryPolicy.js";
-import { makeWorkQueue, type WorkQueue } from "./WorkQueue.js";
+import { type KeyStatus, makeWorkQueue, type WorkQueue } from "./WorkQueue.js";
 
 /** Why a claim of ours has no volume yet: what `/debug/pvcs` shows. */
 export interface PendingClaim {
@@ -58,7 +58,7 @@ export const startController: Effect.Effect<
   const driver = yield* Driver;
   const metrics = yield* Metrics;
   metrics.setDriverName(driver.name);
-  const latencies = trackLatencies(metrics, driver.name, yield* Effect.clock);
+  const deletionSeen = trackDeletions(metrics, driver.name, yield* Effect.clock);
   const backoff = retryBackoff(config.retryIntervalStart, config.retryIntervalMax);
   // Upstream's queue names (sig-storage-lib-external-provisioner), for client-go style metrics.
   const claimQueue = yield* makeWorkQueue(backoff, "claims");
@@ -68,17 +68,14 @@ export const startController: Effect.Effect<
     "PersistentVolumeClaims",
     kube.watchPersistentVolumeClaims,
     (claim) => claim.metadata.uid,
-    (uid, _, current) => {
-      if (!current) latencies.claimGone(uid);
-      return claimQueue.add(uid);
-    },
+    (uid) => claimQueue.add(uid),
   );
   const volumes = yield* makeInformer(
     "PersistentVolumes",
     kube.watchPersistentVolumes,
     (pv) => pv.metadata.name,
     (name, _, current) => {
-      latencies.volumeChanged(name, current);
+      deletionSeen(name, current);
       return current ? volumeQueue.add(name) : Effect.void;
     },
   );
@@ -99,10 +96,7 @@ export const startController: Effect.Effect<
 
   const claimReconciler = yield* makeClaimReconciler;
   const volumeReconciler = yield* makeVolumeReconciler;
-  const recorder = latencies.recorder(yield* makeEventRecorder(), (uid) => {
-    const claim = claims.get(uid);
-    return claim ? storageClassOf(claim) : "";
-  });
+  const recorder = yield* makeEventRecorder();
   const withCaches = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
     effect.pipe(
       Effect.provideService(Informers, stores),
@@ -124,22 +118,12 @@ export const startController: Effect.Effect<
     for (const claim of claims.values()) {
       if (claim.spec.volumeName || !isForDriver(claim, driver.name)) continue;
       const status = byUid.get(claim.metadata.uid);
-      const background = claimReconciler.inBackground(claim.metadata.uid);
       pending.push({
         namespace: claim.metadata.namespace ?? "",
         name: claim.metadata.name,
         uid: claim.metadata.uid,
         storageClass: storageClassOf(claim),
-        state:
-          status?.state === "Processing"
-            ? "InProgress"
-            : status?.state === "BackingOff"
-              ? background
-                ? "InBackground"
-                : "BackingOff"
-              : status?.state === "Queued"
-                ? "Queued"
-                : "Waiting",
+        state: pendingState(status?.state, claimReconciler.inBackground(claim.metadata.uid)),
         attempts: status?.failures ?? 0,
         lastError: status?.lastError,
         nextRetryAt: status?.nextRetryAt,
@@ -159,62 +143,46 @@ export const startController: Effect.Effect<
   return { claims: claimQueue, volumes: volumeQueue, stores, pendingClaims, drain };
 });
 
+/** A claim's queue state as `/debug/pvcs` names it; a backoff the driver is still working on is "InBackground". */
+const pendingState = (
+  queued: KeyStatus["state"] | undefined,
+  inBackground: boolean,
+): PendingClaim["state"] => {
+  switch (queued) {
+    case "Processing":
+      return "InProgress";
+    case "BackingOff":
+      return inBackground ? "InBackground" : "BackingOff";
+    case "Queued":
+      return "Queued";
+    default:
+      return "Waiting";
+  }
+};
+
 /**
- * End-to-end latencies, observed where they show without touching the reconcilers: provisioning
- * from a claim's first Provisioning event (an attempt that goes to the driver) to its
- * ProvisioningSucceeded (PV saved), across retries; deletion from a PV of ours with reclaim policy
- * Delete seen Released to the PV gone. Entries go when their object does.
+ * Deletion latency, from a PV of ours with reclaim policy Delete seen Released to the PV gone:
+ * the informer sees both ends (provisioning latency is measured by the claim reconciler).
  */
-const trackLatencies = (metrics: MetricsService, driverName: string, clock: Clock.Clock) => {
-  const provisioning = new Map<string, { readonly at: number; readonly storageClass: string }>();
+const trackDeletions = (metrics: MetricsService, driverName: string, clock: Clock.Clock) => {
   const deleting = new Map<string, { readonly at: number; readonly storageClass: string }>();
   const seconds = (at: number) => (clock.unsafeCurrentTimeMillis() - at) / 1000;
   const isOurs = (pv: PersistentVolume) =>
     annotation(pv.metadata, Annotation.provisionedBy) === driverName ||
     annotation(pv.metadata, Annotation.migratedTo) === driverName;
-  return {
-    claimGone: (uid: string) => {
-      provisioning.delete(uid);
-    },
-    volumeChanged: (name: string, current: PersistentVolume | undefined) => {
-      const started = deleting.get(name);
-      if (!current) {
-        deleting.delete(name);
-        if (started) metrics.deleted(started.storageClass, seconds(started.at));
-      } else if (
-        !started &&
-        current.status?.phase === "Released" &&
-        current.spec.persistentVolumeReclaimPolicy === ReclaimPolicy.delete &&
-        isOurs(current)
-      ) {
-        const storageClass = current.spec.storageClassName ?? "";
-        deleting.set(name, { at: clock.unsafeCurrentTimeMillis(), storageClass });
-      }
-    },
-    recorder: (
-      recorder: EventRecorderService,
-      classOf: (uid: string) => string,
-    ): EventRecorderService => ({
-      record: (event) => {
-        const uid = event.involvedObject.uid;
-        if (event.involvedObject.kind !== "PersistentVolumeClaim") return recorder.record(event);
-        if (event.reason === "ProvisioningSucceeded") {
-          const started = provisioning.get(uid);
-          provisioning.delete(uid);
-          if (started) metrics.provisioned(started.storageClass, seconds(started.at));
-        } else if (
-          event.reason === "Provisioning" &&
-          // Not the populator's notice: no PV of ours follows it.
-          event.message.startsWith("External provisioner") &&
-          !provisioning.has(uid)
-        ) {
-          provisioning.set(uid, {
-            at: clock.unsafeCurrentTimeMillis(),
-            storageClass: classOf(uid),
-          });
-        }
-        return recorder.record(event);
-      },
-    }),
+  return (name: string, current: PersistentVolume | undefined) => {
+    const started = deleting.get(name);
+    if (!current) {
+      deleting.delete(name);
+      if (started) metrics.deleted(started.storageClass, seconds(started.at));
+    } else if (
+      !started &&
+      current.status?.phase === "Released" &&
+      current.spec.persistentVolumeReclaimPolicy === ReclaimPolicy.delete &&
+      isOurs(current)
+    ) {
+      const storageClass = current.spec.storageClassName ?? "";
+      deleting.set(name, { at: clock.unsafeCurrentTimeMillis(), storageClass });
+    }
   };
 };

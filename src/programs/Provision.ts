@@ -2,6 +2,7 @@ import { Clock, Data, Effect, Option } from "effect";
 import { Config } from "../layers/Config.js";
 import { Csi, type CsiError } from "../layers/Csi.js";
 import { Kube, type KubeError } from "../layers/Kube.js";
+import { Metrics } from "../layers/Metrics.js";
 import type { Volume } from "../schemas/Csi.js";
 import { hasFinalizer, isBeingDeleted, objectKey } from "../schemas/ObjectMeta.js";
 import type { PersistentVolumeClaim } from "../schemas/PersistentVolumeClaim.js";
@@ -64,6 +65,8 @@ export const makeClaimReconciler = Effect.sync(() => {
   const justProvisioned = new Map<string, { readonly pvName: string; readonly at: number }>();
   /** How long our own writes may take to show in the caches before we stop waiting for them. */
   const catchUpMillis = 60_000;
+  /** When each claim's first attempt went to the driver: provisioning latency spans its retries. */
+  const attemptsSince = new Map<string, number>();
 
   const failed = (claim: PersistentVolumeClaim, message: string) =>
     new ClaimNotProvisioned({ claim: objectKey(claim.metadata), message });
@@ -199,6 +202,8 @@ export const makeClaimReconciler = Effect.sync(() => {
         "Provisioning",
         `External provisioner is provisioning volume for claim "${key}"`,
       );
+      if (!attemptsSince.has(claim.metadata.uid))
+        attemptsSince.set(claim.metadata.uid, yield* Clock.currentTimeMillis);
 
       const outcome = yield* Effect.gen(function* () {
         const plan = yield* planCreateVolume(claim, storageClass, selectedNode);
@@ -248,13 +253,14 @@ export const makeClaimReconciler = Effect.sync(() => {
         "ProvisioningSucceeded",
         `Successfully provisioned volume ${plan.pvName}`,
       );
+      const now = yield* Clock.currentTimeMillis;
+      const since = attemptsSince.get(claim.metadata.uid);
+      attemptsSince.delete(claim.metadata.uid);
+      if (since !== undefined)
+        (yield* Metrics).provisioned(storageClassOf(claim), (now - since) / 1000);
       yield* Effect.logInfo(`provisioned ${plan.pvName} for ${key} (volume ${volume.volume_id})`);
-      // The intent stays until the claim is bound (see `decide`): an update of an unbound claim
-      // makes kube-controller-manager scan every PV for a match, one of a bound claim does not.
-      justProvisioned.set(claim.metadata.uid, {
-        pvName: plan.pvName,
-        at: yield* Clock.currentTimeMillis,
-      });
+      // The intent stays until the claim's status says Bound (see `decide` and `bindingSettled`).
+      justProvisioned.set(claim.metadata.uid, { pvName: plan.pvName, at: now });
     });
 
   /** The PV records the volume; until it exists the intent finalizer keeps the claim's volume findable. */
@@ -406,6 +412,7 @@ export const makeClaimReconciler = Effect.sync(() => {
       }
       if (!claim) {
         populatorsNoticed.delete(uid);
+        attemptsSince.delete(uid);
         // Someone removed our finalizer while the driver may still be creating: finish anyway.
         if (outcome?._tag === "InBackground")
           return yield* settleDeletedClaim(outcome.claim, false);
