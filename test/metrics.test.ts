@@ -162,7 +162,7 @@ describe("metrics recorded by the real programs", () => {
       const { port } = server.address() as AddressInfo;
       const rest = yield* makeKubeRestWith(
         { server: `http://127.0.0.1:${port}`, headers: {}, skipTLSVerify: false, refresh: false },
-        { kubeconfig: "", master: "", qps: 1000, burst: 1000 },
+        { kubeconfig: "", master: "", qps: 1000, burst: 1000, disableHttp2: false },
       );
       const get = (path: string) =>
         Effect.either(

@@ -1,16 +1,16 @@
-import * as http from "node:http";
-import * as https from "node:https";
 import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
 import { Duration, Effect, type Scope } from "effect";
 import { KubeError, type KubeErrorReason } from "./Kube.js";
 import { type Credentials, readTokenFile, resolveCredentials } from "./KubeCredentials.js";
+import { makeTransport } from "./KubeTransport.js";
 import { Metrics } from "./Metrics.js";
 import { makeTokenBucket } from "./TokenBucket.js";
 
 /**
- * A small REST client for the Kubernetes API on node:http(s): client-node loads the kubeconfig or
- * in-cluster credentials, we keep one keep-alive agent, rate-limit requests in Effect, and get raw
- * JSON back (decoding only the fields we use is cheaper than client-node's model classes).
+ * A small REST client for the Kubernetes API on Node's HTTP/2 (or HTTP/1.1, see KubeTransport):
+ * client-node loads the kubeconfig or in-cluster credentials, we rate-limit requests in Effect and
+ * get raw JSON back (decoding only the fields we use is cheaper than client-node's model classes).
  */
 
 export interface KubeConnection {
@@ -18,6 +18,8 @@ export interface KubeConnection {
   readonly master: string;
   readonly qps: number;
   readonly burst: number;
+  /** client-go's `DISABLE_HTTP2`: HTTP/1.1 even when the server offers HTTP/2. */
+  readonly disableHttp2: boolean;
 }
 
 export interface RestResponse {
@@ -97,20 +99,11 @@ export const makeKubeRestWith = (
   Effect.gen(function* () {
     const metrics = yield* Metrics;
     const server = credentials.server;
-    const url = new URL(server);
-    const secure = url.protocol === "https:";
-    const agentOptions = { keepAlive: true, maxSockets: Math.max(16, connection.burst) };
-    const agent = secure
-      ? new https.Agent({
-          ...agentOptions,
-          ...(credentials.ca ? { ca: credentials.ca } : {}),
-          ...(credentials.cert ? { cert: credentials.cert } : {}),
-          ...(credentials.key ? { key: credentials.key } : {}),
-          ...(credentials.skipTLSVerify ? { rejectUnauthorized: false } : {}),
-          ...(credentials.tlsServerName ? { servername: credentials.tlsServerName } : {}),
-        })
-      : new http.Agent(agentOptions);
-    yield* Effect.addFinalizer(() => Effect.sync(() => agent.destroy()));
+    const transport = makeTransport(credentials, {
+      maxSockets: Math.max(16, connection.burst),
+      disableHttp2: connection.disableHttp2,
+    });
+    yield* Effect.addFinalizer(() => Effect.sync(() => transport.close()));
 
     // Tokens rotate (projected ServiceAccount tokens, exec plugins): refresh them in the
     // background so that no request waits for it.
@@ -140,24 +133,20 @@ export const makeKubeRestWith = (
     }
 
     const limiter = makeTokenBucket(connection.qps, connection.burst).limit;
-    const prefix = url.pathname === "/" ? "" : url.pathname;
 
     const open = (
       method: string,
       path: string,
       payload: string | undefined,
       contentType: string | undefined,
-      onResponse: (response: http.IncomingMessage) => void,
+      onResponse: (status: number, body: Readable) => void,
       onError: (error: Error) => void,
-    ) => {
-      const request = (secure ? https : http).request(
+    ) =>
+      transport.open(
         {
-          protocol: url.protocol,
-          hostname: url.hostname,
-          port: url.port,
-          path: `${prefix}${path}`,
           method,
-          agent,
+          path,
+          payload,
           headers: {
             ...headers,
             Accept: "application/json",
@@ -165,12 +154,8 @@ export const makeKubeRestWith = (
           },
         },
         onResponse,
+        onError,
       );
-      request.on("error", onError);
-      if (payload !== undefined) request.write(payload);
-      request.end();
-      return request;
-    };
 
     const unavailable = (options: Omit<RequestOptions, "method" | "path">) => (error: Error) =>
       new KubeError({
@@ -191,16 +176,16 @@ export const makeKubeRestWith = (
 
     /** Collects a reply; `parse: false` skips JSON for a successful reply nobody reads. */
     const collect = (
-      response: http.IncomingMessage,
+      status: number,
+      body: Readable,
       parseSuccess: boolean,
       done: (status: number, body: unknown) => void,
       onError: (error: Error) => void,
     ) => {
       const chunks: Array<Buffer> = [];
-      response.on("data", (chunk: Buffer) => chunks.push(chunk));
-      response.on("error", onError);
-      response.on("end", () => {
-        const status = response.statusCode ?? 0;
+      body.on("data", (chunk: Buffer) => chunks.push(chunk));
+      body.on("error", onError);
+      body.on("end", () => {
         const ok = status >= 200 && status < 300;
         done(
           status,
@@ -228,15 +213,16 @@ export const makeKubeRestWith = (
             count("<error>");
             resume(Effect.fail(unavailable(options)(error)));
           };
-          const request = open(
+          const cancel = open(
             options.method,
             options.path,
             options.body === undefined ? undefined : JSON.stringify(options.body),
             options.contentType,
-            (response) => {
-              count(String(response.statusCode ?? 0));
+            (status, body) => {
+              count(String(status));
               collect(
-                response,
+                status,
+                body,
                 !options.discardBody,
                 (status, body) =>
                   resume(
@@ -252,7 +238,7 @@ export const makeKubeRestWith = (
           // Our own cancellation is not an API error.
           return Effect.sync(() => {
             count("");
-            request.destroy();
+            cancel();
           });
         }),
       );
@@ -268,17 +254,16 @@ export const makeKubeRestWith = (
           count("<error>");
           resume(Effect.fail(unavailable(what)(error)));
         };
-        let response: http.IncomingMessage | undefined;
-        const request = open(
+        const cancel = open(
           "GET",
           path,
           undefined,
           undefined,
-          (reply) => {
-            response = reply;
-            count(String(reply.statusCode ?? 0));
-            if (reply.statusCode !== 200) {
+          (status, reply) => {
+            count(String(status));
+            if (status !== 200) {
               collect(
+                status,
                 reply,
                 true,
                 (status, body) => resume(Effect.fail(errorFrom(what, status, body))),
@@ -306,8 +291,7 @@ export const makeKubeRestWith = (
         );
         return Effect.sync(() => {
           count("");
-          request.destroy();
-          response?.destroy();
+          cancel();
         });
       });
 

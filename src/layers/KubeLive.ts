@@ -391,11 +391,13 @@ export const connectionFrom = (config: {
   readonly master: string;
   readonly kubeApiQps: number;
   readonly kubeApiBurst: number;
+  readonly disableHttp2: boolean;
 }): KubeConnection => ({
   kubeconfig: config.kubeconfig,
   master: config.master,
   qps: config.kubeApiQps,
   burst: config.kubeApiBurst,
+  disableHttp2: config.disableHttp2,
 });
 
 /** `Kube` against a real API server, configured by `--kubeconfig`/`--master` or in-cluster. */

@@ -231,6 +231,12 @@ export const flagSpecs: ReadonlyArray<FlagSpec> = [
     "Kubernetes API requests allowed above --kube-api-qps in a burst (upstream: 10).",
   ),
   flag(
+    "disable-http2",
+    "bool",
+    "false",
+    "Talk HTTP/1.1 to the API server even when it offers HTTP/2 (also client-go's DISABLE_HTTP2 variable).",
+  ),
+  flag(
     "leader-election",
     "bool",
     "false",
@@ -402,6 +408,7 @@ export const envName = (flagName: string) =>
 export const envAliases: Readonly<Record<string, string>> = {
   CSI_ENDPOINT: "csi-address",
   KUBECONFIG: "kubeconfig",
+  DISABLE_HTTP2: "disable-http2",
 };
 
 export const ProvisionerConfig = Schema.Struct({
@@ -422,6 +429,7 @@ export const ProvisionerConfig = Schema.Struct({
   master: Schema.String,
   kubeApiQps: Float,
   kubeApiBurst: integer(1),
+  disableHttp2: Bool,
   leaderElection: Bool,
   leaderElectionNamespace: Schema.String,
   leaderElectionLeaseDuration: PositiveDuration,
