@@ -68,7 +68,7 @@ export const startController: Effect.Effect<
     "PersistentVolumeClaims",
     kube.watchPersistentVolumeClaims,
     (claim) => claim.metadata.uid,
-    (uid) => claimQueue.add(uid),
+    (uid) => claimQueue.unsafeAdd(uid),
   );
   const volumes = yield* makeInformer(
     "PersistentVolumes",
@@ -76,14 +76,14 @@ export const startController: Effect.Effect<
     (pv) => pv.metadata.name,
     (name, _, current) => {
       deletionSeen(name, current);
-      return current ? volumeQueue.add(name) : Effect.void;
+      if (current) volumeQueue.unsafeAdd(name);
     },
   );
   const classes = yield* makeInformer(
     "StorageClasses",
     kube.watchStorageClasses,
     (sc) => sc.metadata.name,
-    () => Effect.void,
+    () => {},
   );
   yield* Effect.all([claims.synced, volumes.synced, classes.synced], { discard: true });
   const stores: InformerStores = { claims, volumes, classes };

@@ -38,6 +38,8 @@ interface Entry {
 export interface WorkQueue {
   /** Asks for `key` to be processed. While the key backs off this waits for the retry instead. */
   readonly add: (key: string) => Effect.Effect<void>;
+  /** `add` for synchronous callers (informer handlers). */
+  readonly unsafeAdd: (key: string) => void;
   readonly status: Effect.Effect<ReadonlyArray<KeyStatus>>;
   readonly depth: Effect.Effect<number>;
   /**
@@ -90,19 +92,18 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
       return entry;
     };
 
-    const add = (key: string): Effect.Effect<void> =>
-      Effect.suspend(() => {
-        const entry = entryOf(key);
-        if (entry.retryAt !== undefined || entry.queued) return Effect.void;
-        if (entry.processing) {
-          entry.dirty = true;
-          return Effect.void;
-        }
-        entry.queued = true;
-        queue.unsafeOffer(key);
-        if (name !== undefined) metrics.queueAdded(name);
-        return Effect.void;
-      });
+    const unsafeAdd = (key: string): void => {
+      const entry = entryOf(key);
+      if (entry.retryAt !== undefined || entry.queued) return;
+      if (entry.processing) {
+        entry.dirty = true;
+        return;
+      }
+      entry.queued = true;
+      queue.unsafeOffer(key);
+      if (name !== undefined) metrics.queueAdded(name);
+    };
+    const add = (key: string): Effect.Effect<void> => Effect.sync(() => unsafeAdd(key));
 
     const nextDelay = (entry: Entry, now: number) =>
       Effect.map(backoff.step(now, undefined, entry.backoffState), ([state, , decision]) => {
@@ -216,5 +217,5 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
       ),
     );
 
-    return { add, status, depth: Queue.size(queue), run, drain } satisfies WorkQueue;
+    return { add, unsafeAdd, status, depth: Queue.size(queue), run, drain } satisfies WorkQueue;
   });
