@@ -18,6 +18,10 @@ await build({
   entryNames: "[name]",
   chunkNames: "chunks/[name]-[hash]",
   sourcemap: true,
+  // V8 keeps every loaded script's source in memory: minified, the ~2.5 MB of source is half that
+  // and an idle sidecar is ~15 MiB smaller. Names stay, for stack traces and logs.
+  minify: true,
+  keepNames: true,
   // The credentials child (dist/layers/KubeCredentialsChild.js) loads client-node on its own.
   external: ["@kubernetes/client-node"],
   // CommonJS dependencies (grpc-js, protobufjs) call require(); ESM output has none of its own.
