@@ -23,7 +23,7 @@ import {
   startDriver,
   waitFor,
 } from "../test/e2e/support/Processes.js";
-import { pool } from "./support.js";
+import { pool, sidecarEnvironment, sidecarNodeArgs } from "./support.js";
 
 /**
  * `watch` is the floor's run with a sidecar beside it whose driver has another name: it provisions
@@ -33,14 +33,17 @@ type Mode = "floor" | "ours" | "watch";
 
 const words = (text: string | undefined) => (text ?? "").split(" ").filter(Boolean);
 
-/** The built sidecar; BENCH_NODE_ARGS (e.g. --cpu-prof) go to node itself. */
+/** The built sidecar, run as the image runs it; BENCH_NODE_ARGS (e.g. --cpu-prof) go to node too. */
 const startSidecar = (flags: ReadonlyArray<string>) => {
   const child = spawn(
     process.execPath,
-    [...words(process.env.BENCH_NODE_ARGS), join(process.cwd(), "dist/main.js"), ...flags],
-    {
-      stdio: ["ignore", "pipe", "pipe"],
-    },
+    [
+      ...sidecarNodeArgs,
+      ...words(process.env.BENCH_NODE_ARGS),
+      join(process.cwd(), "dist/main.js"),
+      ...flags,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], env: sidecarEnvironment() },
   );
   let output = "";
   const log = process.env.BENCH_SIDECAR_LOG

@@ -11,3 +11,14 @@ export const pool = async <A>(
     }),
   );
 };
+
+/**
+ * How our image (Dockerfile) runs the sidecar, so that the benchmarks measure what a user gets:
+ * its Node.js options (also in the bin's shebang) and MALLOC_ARENA_MAX=2 unless the caller sets it.
+ */
+export const sidecarNodeArgs = ["--max-semi-space-size=2"];
+
+export const sidecarEnvironment = (): NodeJS.ProcessEnv => ({
+  ...process.env,
+  MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? "2",
+});

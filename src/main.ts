@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 import { readFileSync } from "node:fs";
 import v8 from "node:v8";
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime";
