@@ -19,9 +19,10 @@ await build({
   chunkNames: "chunks/[name]-[hash]",
   sourcemap: true,
   // V8 keeps every loaded script's source in memory: minified, the ~2.5 MB of source is half that
-  // and an idle sidecar is ~15 MiB smaller. Names stay, for stack traces and logs.
+  // and an idle sidecar is ~15 MiB smaller. Not `keepNames`: it renames every closure as it is
+  // created, which cost ~10% more CPU and ~12 MiB more peak RSS in a provisioning run. Stack traces
+  // map back through the source maps with `node --enable-source-maps`.
   minify: true,
-  keepNames: true,
   // The credentials child (dist/layers/KubeCredentialsChild.js) loads client-node on its own.
   external: ["@kubernetes/client-node"],
   // CommonJS dependencies (grpc-js, protobufjs) call require(); ESM output has none of its own.
