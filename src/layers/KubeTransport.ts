@@ -55,12 +55,15 @@ export const makeTransport = (credentials: Credentials, options: TransportOption
     ...(credentials.skipTLSVerify ? { rejectUnauthorized: false } : {}),
     ...(servername ? { servername } : {}),
   };
-  const http1 = makeHttp1(url, secure, tlsOptions, options);
-  return !secure || options.disableHttp2 ? http1 : makeNegotiated(url, tlsOptions, http1);
+  // A server URL may carry a path (a proxy's): every request goes below it.
+  const prefix = url.pathname === "/" ? "" : url.pathname;
+  const http1 = makeHttp1(url, prefix, secure, tlsOptions, options);
+  return !secure || options.disableHttp2 ? http1 : makeNegotiated(url, prefix, tlsOptions, http1);
 };
 
 const makeHttp1 = (
   url: URL,
+  prefix: string,
   secure: boolean,
   tlsOptions: tls.ConnectionOptions,
   options: TransportOptions,
@@ -69,9 +72,9 @@ const makeHttp1 = (
   const agent = secure
     ? new https.Agent({ ...agentOptions, ...tlsOptions })
     : new http.Agent(agentOptions);
-  const prefix = url.pathname === "/" ? "" : url.pathname;
   return {
     open: (request, onResponse, onError) => {
+      let response: http.IncomingMessage | undefined;
       const outgoing = (secure ? https : http).request(
         {
           protocol: url.protocol,
@@ -82,15 +85,14 @@ const makeHttp1 = (
           agent,
           headers: request.headers,
         },
-        (response) => onResponse(response.statusCode ?? 0, response),
+        (reply) => {
+          response = reply;
+          onResponse(reply.statusCode ?? 0, reply);
+        },
       );
       outgoing.on("error", onError);
       if (request.payload !== undefined) outgoing.write(request.payload);
       outgoing.end();
-      let response: http.IncomingMessage | undefined;
-      outgoing.on("response", (reply) => {
-        response = reply;
-      });
       return () => {
         outgoing.destroy();
         response?.destroy();
@@ -106,10 +108,10 @@ const makeHttp1 = (
  */
 const makeNegotiated = (
   url: URL,
+  prefix: string,
   tlsOptions: tls.ConnectionOptions,
   http1: Transport,
 ): Transport => {
-  const prefix = url.pathname === "/" ? "" : url.pathname;
   const authority = `${url.protocol}//${url.host}`;
   let useHttp1 = false;
   let session: http2.ClientHttp2Session | undefined;
@@ -198,12 +200,9 @@ const makeNegotiated = (
         connect((error) => (error ? onError(error) : start()));
         return;
       }
+      // Node lowercases the header names, as HTTP/2 requires.
       const stream = current.request(
-        {
-          ":method": request.method,
-          ":path": `${prefix}${request.path}`,
-          ...lowercase(request.headers),
-        },
+        { ":method": request.method, ":path": `${prefix}${request.path}`, ...request.headers },
         { endStream: request.payload === undefined },
       );
       let failed = false;
@@ -239,11 +238,4 @@ const makeNegotiated = (
       http1.close();
     },
   };
-};
-
-// HTTP/2 header names are lowercase on the wire; Node rejects nothing else here, but be explicit.
-const lowercase = (headers: Readonly<Record<string, string>>) => {
-  const result: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers)) result[name.toLowerCase()] = value;
-  return result;
 };
