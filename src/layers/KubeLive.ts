@@ -10,6 +10,7 @@ import {
   Schema,
   Stream,
 } from "effect";
+import { decodeUnknownEither } from "../schemas/Decode.js";
 import { NewEvent } from "../schemas/Event.js";
 import { Lease } from "../schemas/Lease.js";
 import { CsiNode, Node } from "../schemas/Node.js";
@@ -54,7 +55,7 @@ const resource = <A, I>(
   name,
   group,
   namespaced,
-  decode: Schema.decodeUnknownEither(schema),
+  decode: decodeUnknownEither(schema),
 });
 
 const claims = resource("persistentvolumeclaims", "/api/v1", true, PersistentVolumeClaim);
