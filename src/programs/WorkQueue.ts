@@ -5,8 +5,6 @@ import {
   Effect,
   Exit,
   FiberMap,
-  Option,
-  Queue,
   type Schedule,
   ScheduleDecision,
   ScheduleIntervals,
@@ -63,14 +61,14 @@ export interface WorkQueue {
  */
 export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name?: string) =>
   Effect.gen(function* () {
-    const queue = yield* Queue.unbounded<string>();
+    const queue = makeKeyQueue();
     const retries = yield* FiberMap.make<string>();
     const entries = new Map<string, Entry>();
     const metrics = yield* Metrics;
     let inFlight = 0;
     if (name !== undefined) {
       yield* metrics.watchQueue(name, {
-        depth: () => Option.getOrElse(queue.unsafeSize(), () => 0),
+        depth: queue.size,
         inFlight: () => inFlight,
       });
     }
@@ -100,7 +98,7 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
         return;
       }
       entry.queued = true;
-      queue.unsafeOffer(key);
+      queue.offer(key);
       if (name !== undefined) metrics.queueAdded(name);
     };
     const add = (key: string): Effect.Effect<void> => Effect.sync(() => unsafeAdd(key));
@@ -181,17 +179,18 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
       workers: number,
       handle: (key: string) => Effect.Effect<void, { readonly message: string }, R>,
     ): Effect.Effect<never, never, R> =>
-      Effect.forEach(
-        Array.from({ length: workers }, (_, i) => i),
-        () =>
-          Effect.forever(
-            // Once draining, a key taken is left for the next start (which relists everything).
-            Effect.flatMap(Queue.take(queue), (key) =>
-              draining ? Effect.never : processOne(handle)(key),
+      Effect.suspend(() => {
+        const process = processOne(handle);
+        return Effect.forEach(
+          Array.from({ length: workers }, (_, i) => i),
+          () =>
+            Effect.forever(
+              // Once draining, a key taken is left for the next start (which relists everything).
+              Effect.flatMap(queue.take, (key) => (draining ? Effect.never : process(key))),
             ),
-          ),
-        { concurrency: "unbounded", discard: true },
-      ).pipe(Effect.zipRight(Effect.never));
+          { concurrency: "unbounded", discard: true },
+        );
+      }).pipe(Effect.zipRight(Effect.never));
 
     const drain = (deadline: Duration.DurationInput) =>
       Effect.suspend(() => {
@@ -217,5 +216,55 @@ export const makeWorkQueue = (backoff: Schedule.Schedule<unknown, unknown>, name
       ),
     );
 
-    return { add, unsafeAdd, status, depth: Queue.size(queue), run, drain } satisfies WorkQueue;
+    return {
+      add,
+      unsafeAdd,
+      status,
+      depth: Effect.sync(queue.size),
+      run,
+      drain,
+    } satisfies WorkQueue;
   });
+
+/**
+ * Keys waiting for a worker, and workers waiting for a key. Not an Effect Queue: a key handed to
+ * an idle worker resumes it directly, without Queue.take's Deferred per take, which cost more
+ * than half of a key's way through the work queue.
+ */
+const makeKeyQueue = () => {
+  let keys: Array<string> = [];
+  let head = 0;
+  const idle: Array<(key: string) => void> = [];
+
+  const offer = (key: string) => {
+    const worker = idle.pop();
+    if (worker) worker(key);
+    else keys.push(key);
+  };
+  const poll = (): string | undefined => {
+    if (head === keys.length) return undefined;
+    const key = keys[head++];
+    // Drop the consumed front now and then rather than shifting the array on every take.
+    if (head === keys.length) {
+      keys = [];
+      head = 0;
+    } else if (head > 1024 && head * 2 > keys.length) {
+      keys = keys.slice(head);
+      head = 0;
+    }
+    return key;
+  };
+  const take: Effect.Effect<string> = Effect.suspend(() => {
+    const key = poll();
+    if (key !== undefined) return Effect.succeed(key);
+    return Effect.async<string>((resume) => {
+      const worker = (key: string) => resume(Effect.succeed(key));
+      idle.push(worker);
+      return Effect.sync(() => {
+        const at = idle.indexOf(worker);
+        if (at >= 0) idle.splice(at, 1);
+      });
+    });
+  });
+  return { offer, take, size: () => keys.length - head };
+};
