@@ -83,6 +83,8 @@ interface RunResult {
   readonly sidecarPeakRssMiB?: number;
   readonly apiRequestsPerPvc?: number;
   readonly eventsPerPvc?: number;
+  /** PVC and PV watch events the run caused (the sidecar's watches see the same), per claim. */
+  readonly watchEventsPerPvc: number;
   /** Update conflicts (409) kube-controller-manager's PV controller met while binding. */
   readonly binderConflicts?: number;
 }
@@ -245,10 +247,12 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
     const createdAt = new Map<string, number>();
     const boundAt = new Map<string, number>();
     const pvAt = new Map<string, number>();
+    let watchEvents = 0;
     const pvcWatch = watchForever(
       kc,
       `/api/v1/namespaces/${namespace}/persistentvolumeclaims`,
       (_type, pvc: k8s.V1PersistentVolumeClaim) => {
+        watchEvents++;
         const name = pvc.metadata?.name ?? "";
         if (pvc.status?.phase === "Bound" && !boundAt.has(name)) boundAt.set(name, Date.now());
       },
@@ -258,6 +262,7 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
       kc,
       "/api/v1/persistentvolumes",
       (type, pv: k8s.V1PersistentVolume) => {
+        watchEvents++;
         if (type === "ADDED") pvAt.set(pv.metadata?.name ?? "", Date.now());
       },
     );
@@ -338,6 +343,7 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
     const startup = sidecar ? processStats(sidecar.child.pid as number) : undefined;
     const busyBefore = machineBusySeconds();
     const t0 = Date.now();
+    watchEvents = 0;
     await pool(names, 20, async (name) => {
       createdAt.set(name, Date.now());
       await core.createNamespacedPersistentVolumeClaim({
@@ -366,6 +372,7 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
     );
     const stats = sidecar ? processStats(sidecar.child.pid as number) : undefined;
     const machineBusy = machineBusySeconds() - busyBefore;
+    const watchEventsPerPvc = watchEvents / n;
     pvcWatch.abort();
     pvWatch.abort();
     floorPvcWatch?.abort();
@@ -396,6 +403,7 @@ const run = async (mode: Mode, n: number, workDir: string): Promise<RunResult> =
       bindP50Seconds: percentile(latencies, 50),
       bindP99Seconds: percentile(latencies, 99),
       machineCpuSeconds: machineBusy,
+      watchEventsPerPvc,
       binderConflicts,
       ...(stats && startup
         ? {
