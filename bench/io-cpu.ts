@@ -2,14 +2,16 @@
  * CPU per I/O operation, ours beside the platform's own floor: an API request (a PATCH and its
  * reply), a PVC watch event, and a CreateVolume call. "raw" uses node:http2 and grpc-js directly and
  * does nothing else. "ours" goes through our Kube and Csi layers: rate limiter, schema decoding, and
- * for watch events the informer cache and the work queue. With the counts per claim of the latest
- * provisioning run (bench/out/provision-*.json), this shows what a provisioned claim costs in Node
- * before any provisioning logic runs.
+ * for watch events the informer cache and the work queue. Two conditions: in a burst (20 calls at
+ * once, watch events four to a frame) and paced (one at a time, a millisecond apart, as most of a
+ * provisioning run's operations come: each wakes an idle process). With the counts per claim of the
+ * latest provisioning run (bench/out/provision-*.json), this shows what a provisioned claim's I/O
+ * costs in Node before any provisioning logic runs.
  *
  * The stand-in API server (HTTP/2 over TLS, replies shaped like kube-apiserver's, managedFields
  * included) runs in a child process, and so does the reference driver: only this process's CPU is
  * counted. Each figure is the median of three rounds in which raw and ours take turns.
- * Usage: npm run bench:io -- [N] (default 5000). Writes bench/out/io-cpu.json.
+ * Usage: npm run bench:io -- [N] (default 5000 in a burst, N/5 paced; ~6 minutes). Writes bench/out/io-cpu.json.
  */
 import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -45,7 +47,6 @@ const ca = readFileSync(join(tls, "localhost.crt"), "utf8");
 const server = `
 import * as http2 from "node:http2";
 import { readFileSync } from "node:fs";
-const n = ${n};
 const claim = (i) => ({
   kind: "PersistentVolumeClaim", apiVersion: "v1",
   metadata: { name: "pvc-" + i, namespace: "bench", uid: "0f3e5b1c-8f7d-4c1e-9a55-" + String(i).padStart(12, "0"),
@@ -62,19 +63,29 @@ const claim = (i) => ({
     volumeMode: "Filesystem", volumeName: "pvc-" + i },
   status: { phase: "Bound", accessModes: ["ReadWriteOnce"], capacity: { storage: "1Gi" } } });
 const reply = JSON.stringify(claim(0));
+// The next watches send \`count\` events, four per tick, or one per millisecond when paced.
+let count = 0;
+let paced = false;
 const server = http2.createSecureServer({ cert: readFileSync(${JSON.stringify(join(tls, "localhost.crt"))}), key: readFileSync(${JSON.stringify(join(tls, "localhost.key"))}) }, (request, response) => {
   response.setHeader("content-type", "application/json");
+  if (request.url.startsWith("/bench/watch?")) {
+    const query = new URLSearchParams(request.url.split("?")[1]);
+    count = Number(query.get("count"));
+    paced = query.get("paced") === "1";
+    return response.end("{}");
+  }
   if (request.method !== "GET") {
     request.resume();
     return request.on("end", () => response.end(reply));
   }
   if (!request.url.includes("watch=1")) return response.end(JSON.stringify({ items: [], metadata: { resourceVersion: "1" } }));
-  // One event per DATA frame, a few per socket read, as a busy apiserver sends them; then an
-  // endless pause, so that a client does not resume the watch and count more than n.
+  // One event per DATA frame; then an endless pause, so that a client does not resume the watch
+  // and count more than asked for.
   let i = 0;
+  const n = count;
   const next = () => {
-    for (let k = 0; k < 4 && i < n; k++) response.write(JSON.stringify({ type: "MODIFIED", object: claim(i++) }) + "\\n");
-    if (i < n) setImmediate(next);
+    for (let k = 0; k < (paced ? 1 : 4) && i < n; k++) response.write(JSON.stringify({ type: "MODIFIED", object: claim(i++) }) + "\\n");
+    if (i < n) paced ? setTimeout(next, 1) : setImmediate(next);
   };
   next();
 });
@@ -107,13 +118,24 @@ const rawRequest = (session: http2.ClientHttp2Session, i: number) =>
     stream.on("error", reject);
   });
 
-const rawWatch = (session: http2.ClientHttp2Session) =>
+/** Sets what the stand-in's next watches send. */
+const configureWatches = (session: http2.ClientHttp2Session, count: number, paced: boolean) =>
+  new Promise((resolve, reject) => {
+    const stream = session.request({
+      ":path": `/bench/watch?count=${count}&paced=${paced ? 1 : 0}`,
+    });
+    stream.resume();
+    stream.on("end", resolve);
+    stream.on("error", reject);
+  });
+
+const rawWatch = (session: http2.ClientHttp2Session, count: number) =>
   new Promise<void>((resolve) => {
     const stream = session.request({ ":path": "/api/v1/persistentvolumeclaims?watch=1" });
     let seen = 0;
     createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY }).on("line", (line) => {
       const event = JSON.parse(line) as { object?: { metadata?: { uid?: string } } };
-      if (event.object?.metadata?.uid && ++seen === n) {
+      if (event.object?.metadata?.uid && ++seen === count) {
         stream.close();
         resolve();
       }
@@ -144,8 +166,20 @@ const driverHome = mkdtempSync(join(tmpdir(), "io-cpu-"));
 const driver = startDriver(["--capacity=1Pi"], driverHome);
 
 type Costs = { request: number; watchEvent: number; createVolume: number };
+type Condition = "burst" | "paced";
+const conditions = { burst: n, paced: Math.max(100, Math.round(n / 5)) } as const;
 const rounds = 3;
 const keys = (count: number) => [...Array(count).keys()];
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `count` calls of `op`: 20 at a time, or one at a time a millisecond apart. */
+const drive = async (condition: Condition, count: number, op: (i: number) => Promise<unknown>) => {
+  if (condition === "burst") return pool(keys(count), concurrency, op);
+  for (let i = 0; i < count; i++) {
+    await op(i);
+    await sleep(1);
+  }
+};
 
 // Raw and ours take turns, operation by operation, for a few rounds; each cell is the median of
 // its rounds, which keeps a noisy machine's drift out of the comparison.
@@ -187,27 +221,28 @@ const measured = await Effect.gen(function* () {
       Effect.runPromise(csi.service.createVolume(createRequest(`ours-${tag}-${i}`))),
   };
   // Watch events through the informer cache into the work queue, whose workers do nothing.
-  const oursWatch = Effect.scoped(
-    Effect.gen(function* () {
-      const queue = yield* makeWorkQueue(retryBackoff("1 second", "5 minutes"));
-      yield* queue.run(100, () => Effect.void).pipe(Effect.forkScoped);
-      const all = yield* Deferred.make<void>();
-      let seen = 0;
-      const before = process.cpuUsage();
-      yield* makeInformer(
-        "PersistentVolumeClaims",
-        kube.watchPersistentVolumeClaims,
-        (claim) => claim.metadata.uid,
-        (uid) => {
-          queue.unsafeAdd(uid);
-          if (++seen === n) Deferred.unsafeDone(all, Effect.void);
-        },
-      );
-      yield* Deferred.await(all);
-      const used = process.cpuUsage(before);
-      return (used.user + used.system) / n;
-    }),
-  );
+  const oursWatch = (count: number) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const queue = yield* makeWorkQueue(retryBackoff("1 second", "5 minutes"));
+        yield* queue.run(100, () => Effect.void).pipe(Effect.forkScoped);
+        const all = yield* Deferred.make<void>();
+        let seen = 0;
+        const before = process.cpuUsage();
+        yield* makeInformer(
+          "PersistentVolumeClaims",
+          kube.watchPersistentVolumeClaims,
+          (claim) => claim.metadata.uid,
+          (uid) => {
+            queue.unsafeAdd(uid);
+            if (++seen === count) Deferred.unsafeDone(all, Effect.void);
+          },
+        );
+        yield* Deferred.await(all);
+        const used = process.cpuUsage(before);
+        return (used.user + used.system) / count;
+      }),
+    );
 
   yield* Effect.promise(() =>
     Promise.all([
@@ -217,20 +252,29 @@ const measured = await Effect.gen(function* () {
       pool(keys(200), concurrency, ops.oursCreate("warm")),
     ]),
   );
-  const results: Array<{ raw: Costs; ours: Costs }> = [];
+  const results: Array<Record<Condition, { raw: Costs; ours: Costs }>> = [];
   for (let round = 0; round < rounds; round++) {
-    const time = (op: (i: number) => Promise<unknown>) =>
-      Effect.promise(() => cpuPerOp(n, () => pool(keys(n), concurrency, op)));
-    const rawRequestCost = yield* time(ops.rawPatch);
-    const oursRequestCost = yield* time(ops.oursPatch);
-    const rawWatchCost = yield* Effect.promise(() => cpuPerOp(n, () => rawWatch(session)));
-    const oursWatchCost = yield* oursWatch;
-    const rawCreateCost = yield* time(ops.rawCreate(`r${round}`));
-    const oursCreateCost = yield* time(ops.oursCreate(`r${round}`));
-    results.push({
-      raw: { request: rawRequestCost, watchEvent: rawWatchCost, createVolume: rawCreateCost },
-      ours: { request: oursRequestCost, watchEvent: oursWatchCost, createVolume: oursCreateCost },
-    });
+    const inRound = {} as Record<Condition, { raw: Costs; ours: Costs }>;
+    for (const condition of ["burst", "paced"] as const) {
+      const count = conditions[condition];
+      const time = (op: (i: number) => Promise<unknown>) =>
+        Effect.promise(() => cpuPerOp(count, () => drive(condition, count, op)));
+      const tag = `${condition}${round}`;
+      const rawRequestCost = yield* time(ops.rawPatch);
+      const oursRequestCost = yield* time(ops.oursPatch);
+      yield* Effect.promise(() => configureWatches(session, count, condition === "paced"));
+      const rawWatchCost = yield* Effect.promise(() =>
+        cpuPerOp(count, () => rawWatch(session, count)),
+      );
+      const oursWatchCost = yield* oursWatch(count);
+      const rawCreateCost = yield* time(ops.rawCreate(tag));
+      const oursCreateCost = yield* time(ops.oursCreate(tag));
+      inRound[condition] = {
+        raw: { request: rawRequestCost, watchEvent: rawWatchCost, createVolume: rawCreateCost },
+        ours: { request: oursRequestCost, watchEvent: oursWatchCost, createVolume: oursCreateCost },
+      };
+    }
+    results.push(inRound);
   }
   return results;
 }).pipe(
@@ -242,13 +286,15 @@ const measured = await Effect.gen(function* () {
 
 const median = (values: Array<number>) =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
-const medians = (side: "raw" | "ours"): Costs => ({
-  request: median(measured.map((r) => r[side].request)),
-  watchEvent: median(measured.map((r) => r[side].watchEvent)),
-  createVolume: median(measured.map((r) => r[side].createVolume)),
+const medians = (condition: Condition, side: "raw" | "ours"): Costs => ({
+  request: median(measured.map((r) => r[condition][side].request)),
+  watchEvent: median(measured.map((r) => r[condition][side].watchEvent)),
+  createVolume: median(measured.map((r) => r[condition][side].createVolume)),
 });
-const raw = medians("raw");
-const ours = medians("ours");
+const costs = {
+  burst: { raw: medians("burst", "raw"), ours: medians("burst", "ours") },
+  paced: { raw: medians("paced", "raw"), ours: medians("paced", "ours") },
+};
 
 child.kill();
 await driver.stop("SIGKILL");
@@ -281,26 +327,33 @@ const msPerClaim = (costs: Costs) =>
     perClaim.createVolumes * costs.createVolume) /
   1000;
 
+const perClaimMs = (condition: Condition, side: "raw" | "ours") =>
+  msPerClaim(costs[condition][side]);
 const result = {
   at: new Date().toISOString(),
-  n,
-  microsecondsPerOperation: {
-    request: { raw: raw.request, ours: ours.request },
-    watchEvent: { raw: raw.watchEvent, ours: ours.watchEvent },
-    createVolume: { raw: raw.createVolume, ours: ours.createVolume },
-  },
+  operations: conditions,
+  microsecondsPerOperation: costs,
   perClaim,
-  ioMsPerClaim: { raw: msPerClaim(raw), ours: msPerClaim(ours) },
+  ioMsPerClaim: {
+    burst: { raw: perClaimMs("burst", "raw"), ours: perClaimMs("burst", "ours") },
+    paced: { raw: perClaimMs("paced", "raw"), ours: perClaimMs("paced", "ours") },
+  },
 };
 writeFileSync(join(outDir, "io-cpu.json"), `${JSON.stringify(result, null, 2)}\n`);
 
-const row = (name: string, r: number, o: number) =>
-  `${name.padEnd(28)} ${r.toFixed(0).padStart(6)} ${o.toFixed(0).padStart(6)}`;
-console.log(`CPU µs per operation (N=${n})    raw   ours`);
-console.log(row("API request (PATCH + reply)", raw.request, ours.request));
-console.log(row("watch event", raw.watchEvent, ours.watchEvent));
-console.log(row("CreateVolume", raw.createVolume, ours.createVolume));
+const cell = (value: number) => value.toFixed(0).padStart(7);
+const row = (name: string, key: keyof Costs) =>
+  `${name.padEnd(28)}${cell(costs.burst.raw[key])}${cell(costs.burst.ours[key])}${cell(costs.paced.raw[key])}${cell(costs.paced.ours[key])}`;
+console.log(
+  `CPU µs per operation            burst (${conditions.burst})   paced (${conditions.paced})`,
+);
+console.log(`${"".padEnd(28)}    raw   ours    raw   ours`);
+console.log(row("API request (PATCH + reply)", "request"));
+console.log(row("watch event", "watchEvent"));
+console.log(row("CreateVolume", "createVolume"));
+const ms = (value: number) => `${value.toFixed(2)} ms`;
 console.log(
   `per claim (${perClaim.requests.toFixed(1)} requests, ${perClaim.watchEvents.toFixed(1)} watch events, 1 CreateVolume): ` +
-    `raw ${result.ioMsPerClaim.raw.toFixed(2)} ms, ours ${result.ioMsPerClaim.ours.toFixed(2)} ms`,
+    `burst raw ${ms(result.ioMsPerClaim.burst.raw)}, ours ${ms(result.ioMsPerClaim.burst.ours)}; ` +
+    `paced raw ${ms(result.ioMsPerClaim.paced.raw)}, ours ${ms(result.ioMsPerClaim.paced.ours)}`,
 );
