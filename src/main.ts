@@ -23,8 +23,8 @@ import type { ProvisionerConfig } from "./schemas/Config.js";
 import { flagSpecs } from "./schemas/Config.js";
 
 // A sidecar's memory is shared with its driver's pod: trade some GC time for a heap that stays
-// close to the live set (peak RSS 217 → ~126 MiB provisioning 1000 PVCs, for 1–2 ms more CPU per
-// PVC; see bench/RESULTS.md).
+// close to the live set (peak RSS ~155 → ~92 MiB provisioning 1000 PVCs, for ~5% more CPU; see
+// bench/RESULTS.md).
 v8.setFlagsFromString("--optimize-for-size");
 
 const version: string = JSON.parse(readFileSync(packageFile("package.json"), "utf8")).version;
