@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest";
-import { Effect, Layer, TestClock } from "effect";
+import { Effect, Fiber, Layer, TestClock } from "effect";
 import { Behaviour, defaultControllerCapabilities, MemoryDriver } from "../src/layers/CsiMemory.js";
 import { MemoryCluster } from "../src/layers/KubeMemory.js";
 import { claim, driverName, secret, storageClass } from "./support/Fixtures.js";
@@ -233,5 +233,26 @@ describe("SPEC §6 with caches that lag behind our own writes", () => {
       expect(yield* getRaw("persistentvolumes", pvName)).toBeUndefined();
       expect((yield* deleteCalls).length).toBe(1);
     }).pipe(Effect.provide(Layer.provideMerge(laggyWatches("300 millis"), harness()))),
+  );
+
+  it.scoped(
+    "forgets each PV it deleted once the cache shows it gone: nothing kept per deletion",
+    () =>
+      Effect.gen(function* () {
+        const cluster = yield* MemoryCluster;
+        yield* cluster.create("storageclasses", storageClass("fast"));
+        const starting = yield* Effect.forkScoped(startProvisioner);
+        yield* TestClock.adjust("3 seconds");
+        const controller = yield* Fiber.join(starting);
+        for (const name of ["a", "b", "c"]) {
+          yield* cluster.create("persistentvolumeclaims", claim(name));
+          yield* TestClock.adjust("10 seconds");
+          yield* cluster.remove("persistentvolumeclaims", `default/${name}`);
+          yield* TestClock.adjust("30 seconds");
+        }
+        expect((yield* deleteCalls).length).toBe(3);
+        expect(yield* cluster.list("persistentvolumes")).toEqual([]);
+        expect(yield* controller.guardedDeletions).toBe(0);
+      }).pipe(Effect.provide(Layer.provideMerge(laggyWatches("300 millis"), harness()))),
   );
 });

@@ -36,6 +36,8 @@ export interface RunningController {
   readonly stores: InformerStores;
   /** Every unbound claim for our driver, with where it stands. */
   readonly pendingClaims: Effect.Effect<ReadonlyArray<PendingClaim>>;
+  /** PVs whose deletion we finished but the cache still shows (zero once it catches up). */
+  readonly guardedDeletions: Effect.Effect<number>;
   /**
    * A graceful stop's first step: take no new work and let operations in progress finish (their
    * CSI calls end by --timeout), so nothing is interrupted half-way; the scope closes after.
@@ -76,7 +78,8 @@ export const startController: Effect.Effect<
     (pv) => pv.metadata.name,
     (name, _, current) => {
       deletionSeen(name, current);
-      if (current) volumeQueue.unsafeAdd(name);
+      // A deletion too: the reconciler then forgets the PV it was guarding.
+      volumeQueue.unsafeAdd(name);
     },
   );
   const classes = yield* makeInformer(
@@ -140,7 +143,14 @@ export const startController: Effect.Effect<
       discard: true,
     });
   });
-  return { claims: claimQueue, volumes: volumeQueue, stores, pendingClaims, drain };
+  return {
+    claims: claimQueue,
+    volumes: volumeQueue,
+    stores,
+    pendingClaims,
+    guardedDeletions: Effect.sync(volumeReconciler.guardedDeletions),
+    drain,
+  };
 });
 
 /** A claim's queue state as `/debug/pvcs` names it; a backoff the driver is still working on is "InBackground". */

@@ -147,5 +147,7 @@ export const makeVolumeReconciler = Effect.sync(() => {
   return {
     /** Every log line of a volume's work names the PV. */
     reconcile: (name: string) => Effect.annotateLogs(reconcile(name), "pv", name),
+    /** PVs we deleted that the cache still shows; drops to zero once their deletions are seen. */
+    guardedDeletions: () => deleted.size,
   };
 });
