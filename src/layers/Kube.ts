@@ -45,19 +45,14 @@ export type WatchEvent<A> =
   | { readonly _tag: "Added" | "Modified" | "Deleted"; readonly object: A };
 
 /**
- * A metadata change sent as a JSON merge patch. With `resourceVersion` the write is conditional and
- * fails with `Conflict` when the object changed meanwhile; `null` removes an annotation.
+ * A metadata change that leaves everything else alone, whatever changed meanwhile: no
+ * resourceVersion, no conflicts.
  */
 export interface MetadataPatch {
-  readonly resourceVersion?: string;
-  /** Replaces the list (a JSON merge patch). */
-  readonly finalizers?: ReadonlyArray<string>;
-  /**
-   * Adds or removes single finalizers and leaves the others alone, whatever changed meanwhile (a
-   * strategic merge patch, as upstream patches its finalizers): no resourceVersion, no conflicts.
-   */
+  /** Single finalizers added or removed (a strategic merge patch, as upstream patches them). */
   readonly addFinalizers?: ReadonlyArray<string>;
   readonly removeFinalizers?: ReadonlyArray<string>;
+  /** Annotations set, or removed with `null` (a JSON merge patch). */
   readonly annotations?: Readonly<Record<string, string | null>>;
 }
 

@@ -265,18 +265,18 @@ export const makeKubeService = (rest: KubeRest): KubeService => {
   const listAll = <A>(r: Resource<A>) => Effect.map(list(r), (l) => l.items as ReadonlyArray<A>);
 
   /**
-   * Metadata changes: a whole finalizer list goes as a JSON merge patch; single finalizers as a
-   * strategic merge patch (ObjectMeta.finalizers merges), which touches nothing else.
+   * Metadata changes: finalizers go as a strategic merge patch (ObjectMeta.finalizers merges),
+   * annotations alone as a JSON merge patch; neither touches anything else.
    */
   const patch = <A>(
     r: Resource<A>,
     ref: { namespace?: string; name: string },
     change: MetadataPatch,
   ) => {
-    const { addFinalizers, removeFinalizers, ...others } = change;
+    const { addFinalizers, removeFinalizers, annotations } = change;
     const strategic = addFinalizers !== undefined || removeFinalizers !== undefined;
     const metadata = {
-      ...others,
+      ...(annotations ? { annotations } : {}),
       ...(addFinalizers ? { finalizers: addFinalizers } : {}),
       ...(removeFinalizers ? { "$deleteFromPrimitiveList/finalizers": removeFinalizers } : {}),
     };

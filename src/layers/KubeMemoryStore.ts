@@ -318,16 +318,10 @@ export class MemoryStore {
       const target = locate(resource, ref);
       const before = this.lookup(resource, target.key);
       if (!before) return Either.left(kubeError("NotFound", "patch", resource, target.name));
-      if (
-        patch.resourceVersion !== undefined &&
-        patch.resourceVersion !== metadataOf(before).resourceVersion
-      ) {
-        return Either.left(kubeError("Conflict", "patch", resource, target.name));
-      }
       const next = structuredClone(before) as Draft;
       const meta = next.metadata as Draft;
       const current = Array.isArray(meta.finalizers) ? (meta.finalizers as Array<string>) : [];
-      const finalizers = patch.finalizers ?? [
+      const finalizers = [
         ...current.filter((f) => !(patch.removeFinalizers ?? []).includes(f)),
         ...(patch.addFinalizers ?? []).filter((f) => !current.includes(f)),
       ];
