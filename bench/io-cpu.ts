@@ -30,7 +30,7 @@ import { makeInformer } from "../src/programs/Informer.js";
 import { retryBackoff } from "../src/programs/RetryPolicy.js";
 import { makeWorkQueue } from "../src/programs/WorkQueue.js";
 import { startDriver } from "../test/e2e/support/Processes.js";
-import { pool } from "./support.js";
+import { percentile, pool } from "./support.js";
 
 // As the sidecar runs (src/main.ts sets it the same way).
 v8.setFlagsFromString("--optimize-for-size");
@@ -284,8 +284,7 @@ const measured = await Effect.gen(function* () {
   Effect.runPromise,
 );
 
-const median = (values: Array<number>) =>
-  [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0;
+const median = (values: Array<number>) => percentile(values, 50);
 const medians = (condition: Condition, side: "raw" | "ours"): Costs => ({
   request: median(measured.map((r) => r[condition][side].request)),
   watchEvent: median(measured.map((r) => r[condition][side].watchEvent)),

@@ -14,7 +14,7 @@ import {
   startDriver,
   waitFor,
 } from "../test/e2e/support/Processes.js";
-import { pool, sidecarEnvironment, sidecarNodeArgs } from "./support.js";
+import { pool, sidecarArgs, sidecarEnvironment } from "./support.js";
 
 const pairs = Number(process.argv[2] ?? 20000);
 const namespace = "bench";
@@ -86,13 +86,7 @@ try {
 
   const child = spawn(
     process.execPath,
-    [
-      ...sidecarNodeArgs,
-      ...(process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean),
-      join(process.cwd(), "dist/main.js"),
-      `--csi-address=unix://${driver.socket}`,
-      `--kubeconfig=${kubeconfig}`,
-    ],
+    sidecarArgs([`--csi-address=unix://${driver.socket}`, `--kubeconfig=${kubeconfig}`]),
     { stdio: ["ignore", "pipe", "pipe"], env: sidecarEnvironment() },
   );
   let output = "";

@@ -23,7 +23,7 @@ import {
   startDriver,
   waitFor,
 } from "../test/e2e/support/Processes.js";
-import { pool, sidecarEnvironment, sidecarNodeArgs } from "./support.js";
+import { percentile, pool, sidecarArgs, sidecarEnvironment, words } from "./support.js";
 
 /**
  * `watch` is the floor's run with a sidecar beside it whose driver has another name: it provisions
@@ -31,20 +31,12 @@ import { pool, sidecarEnvironment, sidecarNodeArgs } from "./support.js";
  */
 type Mode = "floor" | "ours" | "watch";
 
-const words = (text: string | undefined) => (text ?? "").split(" ").filter(Boolean);
-
 /** The built sidecar, run as the image runs it; BENCH_NODE_ARGS (e.g. --cpu-prof) go to node too. */
 const startSidecar = (flags: ReadonlyArray<string>) => {
-  const child = spawn(
-    process.execPath,
-    [
-      ...sidecarNodeArgs,
-      ...words(process.env.BENCH_NODE_ARGS),
-      join(process.cwd(), "dist/main.js"),
-      ...flags,
-    ],
-    { stdio: ["ignore", "pipe", "pipe"], env: sidecarEnvironment() },
-  );
+  const child = spawn(process.execPath, sidecarArgs(flags), {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: sidecarEnvironment(),
+  });
   let output = "";
   const log = process.env.BENCH_SIDECAR_LOG
     ? createWriteStream(process.env.BENCH_SIDECAR_LOG)
@@ -92,11 +84,6 @@ interface RunResult {
 const namespace = "bench";
 const system = "csi-system";
 const className = "bench";
-
-const percentile = (values: Array<number>, p: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
-};
 
 const referenceTo = (pvc: k8s.V1PersistentVolumeClaim) => ({
   kind: "PersistentVolumeClaim",
