@@ -184,7 +184,6 @@ const makeNegotiated = (
   };
 
   const open: Transport["open"] = (request, onResponse, onError) => {
-    if (useHttp1) return http1.open(request, onResponse, onError);
     let cancelled = false;
     let cancel: () => void = () => {
       cancelled = true;
