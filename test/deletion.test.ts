@@ -218,12 +218,20 @@ describe("SPEC §6 deletion", () => {
 });
 
 describe("SPEC §6 with caches that lag behind our own writes", () => {
+  const lagging = Layer.provideMerge(laggyWatches("300 millis"), harness());
+
+  /** The "fast" class, then the provisioner, started once its lagging caches have synced. */
+  const startLagging = Effect.gen(function* () {
+    const cluster = yield* MemoryCluster;
+    yield* cluster.create("storageclasses", storageClass("fast"));
+    const starting = yield* Effect.forkScoped(startProvisioner);
+    yield* TestClock.adjust("3 seconds");
+    return { cluster, controller: yield* Fiber.join(starting) };
+  });
+
   it.scoped("§6 DeleteVolume exactly once although our own writes re-queue a stale PV", () =>
     Effect.gen(function* () {
-      const cluster = yield* MemoryCluster;
-      yield* cluster.create("storageclasses", storageClass("fast"));
-      yield* Effect.forkScoped(startProvisioner);
-      yield* TestClock.adjust("3 seconds");
+      const { cluster } = yield* startLagging;
       yield* cluster.create("persistentvolumeclaims", claim("a"));
       yield* TestClock.adjust("10 seconds");
       const pvName = (yield* getRaw("persistentvolumeclaims", "default/a")).spec
@@ -232,18 +240,14 @@ describe("SPEC §6 with caches that lag behind our own writes", () => {
       yield* TestClock.adjust("30 seconds");
       expect(yield* getRaw("persistentvolumes", pvName)).toBeUndefined();
       expect((yield* deleteCalls).length).toBe(1);
-    }).pipe(Effect.provide(Layer.provideMerge(laggyWatches("300 millis"), harness()))),
+    }).pipe(Effect.provide(lagging)),
   );
 
   it.scoped(
     "forgets each PV it deleted once the cache shows it gone: nothing kept per deletion",
     () =>
       Effect.gen(function* () {
-        const cluster = yield* MemoryCluster;
-        yield* cluster.create("storageclasses", storageClass("fast"));
-        const starting = yield* Effect.forkScoped(startProvisioner);
-        yield* TestClock.adjust("3 seconds");
-        const controller = yield* Fiber.join(starting);
+        const { cluster, controller } = yield* startLagging;
         for (const name of ["a", "b", "c"]) {
           yield* cluster.create("persistentvolumeclaims", claim(name));
           yield* TestClock.adjust("10 seconds");
@@ -253,6 +257,6 @@ describe("SPEC §6 with caches that lag behind our own writes", () => {
         expect((yield* deleteCalls).length).toBe(3);
         expect(yield* cluster.list("persistentvolumes")).toEqual([]);
         expect(yield* controller.guardedDeletions).toBe(0);
-      }).pipe(Effect.provide(Layer.provideMerge(laggyWatches("300 millis"), harness()))),
+      }).pipe(Effect.provide(lagging)),
   );
 });
